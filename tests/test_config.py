@@ -1,0 +1,77 @@
+import pytest
+
+from clusteralign.config import (
+    ConfigError,
+    LossConfig,
+    ModelConfig,
+    StageConfig,
+    build_experiment,
+    from_dict,
+    to_dict,
+)
+
+MODELS = {"r18": {"backbone": "resnet18", "base_width": 8}}
+
+
+def test_defaults_are_the_papers_stage1():
+    s = StageConfig()
+    assert (s.epochs, s.num_identities, s.num_instances) == (120, 16, 4)
+    assert s.optimizer.lr == 3.5e-4 and s.optimizer.weight_decay == 5e-4
+    assert s.schedule.milestones == (40, 70) and s.schedule.warmup_epochs == 10
+    assert s.loss.triplet_margin == 0.3 and s.loss.label_smoothing == 0.1
+    assert s.augment.random_erasing_prob == 0.5 and (s.augment.height, s.augment.width) == (256, 128)
+
+
+def test_stage2_gets_the_papers_recipe_and_inherits_data_settings():
+    exp = build_experiment(
+        "e", {"dataset": "d", "model": "r18", "stage1": {"augment": {"height": 64, "width": 32}, "seed": 3}}, MODELS
+    )
+    s2 = exp.stage2
+    assert s2.epochs == 40 and s2.optimizer.lr == 3.5e-6 and s2.schedule.kind == "constant"
+    assert s2.loss.triplet_weight == 0 and s2.loss.anchor_weight == 1.0 and s2.loss.label_smoothing == 0
+    assert s2.augment.height == 64 and s2.seed == 3
+    assert s2.augment.random_erasing_prob == 0.5
+    assert exp.model == ModelConfig(backbone="resnet18", base_width=8)
+
+
+def test_stage2_overrides_win():
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage2": {"optimizer": {"lr": 1e-5}}}, MODELS)
+    assert exp.stage2.optimizer.lr == 1e-5 and exp.stage2.epochs == 40
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"dataset": "d", "model": "r18", "stage1": {"optimiser": {}}}, "experiments.e.stage1: unknown key(s) optimiser"),
+        ({"dataset": "d", "model": "r18", "stage1": {"epochs": "ten"}}, "experiments.e.stage1.epochs: expected int"),
+        ({"dataset": "d", "model": "r18", "stage1": {"optimizer": {"name": "adamw"}}}, "stage1.optimizer.name"),
+        ({"dataset": "d", "model": "nope"}, "unknown model 'nope'"),
+        ({"model": "r18"}, "missing required key 'dataset'"),
+        ({"dataset": "d", "model": "r18", "stage1": {"amp": True}}, "stage1.amp"),
+    ],
+)
+def test_bad_values_name_their_key(raw, needle):
+    with pytest.raises(ConfigError, match=None) as err:
+        build_experiment("e", raw, MODELS)
+    assert needle in str(err.value)
+
+
+def test_bool_is_not_an_int_and_int_is_a_float():
+    with pytest.raises(ConfigError):
+        from_dict(StageConfig, {"epochs": True})
+    assert from_dict(LossConfig, {"ce_weight": 1}).ce_weight == 1.0
+    assert from_dict(LossConfig, {"triplet_margin": None}).triplet_margin is None
+
+
+def test_round_trip():
+    s = from_dict(StageConfig, {"schedule": {"milestones": [5, 8]}})
+    assert s.schedule.milestones == (5, 8)
+    assert from_dict(StageConfig, to_dict(s)) == s
+
+
+def test_triplet_needs_two_images_per_identity():
+    with pytest.raises(ConfigError, match=r"experiments.e.stage1.num_instances: the triplet loss needs"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {"num_instances": 1}}, MODELS)
+    # stage 2 has no triplet term by default, so K = 1 is fine there
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage2": {"num_instances": 1}}, MODELS)
+    assert exp.stage2.num_instances == 1
