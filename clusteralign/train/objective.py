@@ -1,0 +1,62 @@
+"""The weighted sum of loss terms a stage optimises."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import LossConfig
+from ..losses.anchor import AnchorLoss
+from ..losses.center import CenterLoss
+from ..losses.cross_entropy import CrossEntropyLabelSmooth
+from ..losses.triplet import TripletLoss
+from ..models.output import ReIDOutput
+
+
+class Objective(nn.Module):
+    """Cross-entropy, triplet, centre and anchor terms, each switched on by a non-zero weight.
+
+    Multi-branch models contribute one term per branch, summed (as MGN's reference does).
+    The anchor term compares the concatenated embedding with the identity's anchor.
+    """
+
+    def __init__(self, cfg: LossConfig, num_classes: int, feat_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.ce = CrossEntropyLabelSmooth(num_classes, epsilon=cfg.label_smoothing) if cfg.ce_weight else None
+        # The batch check would read a flag back from the device every step; P x K batches
+        # with K >= 2 (enforced by the config) always have positives and negatives.
+        self.triplet = TripletLoss(margin=cfg.triplet_margin, check_batch=False) if cfg.triplet_weight else None
+        self.center = CenterLoss(num_classes, feat_dim) if cfg.center_weight else None
+        self.anchor = AnchorLoss(kind=cfg.anchor_kind, margin=cfg.anchor_margin) if cfg.anchor_weight else None
+
+    @property
+    def needs_anchors(self) -> bool:
+        return self.anchor is not None
+
+    def forward(
+        self, out: ReIDOutput, labels: torch.Tensor, anchors: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms (unweighted) plus "total", the weighted sum that is optimised."""
+        cfg = self.cfg
+        terms: dict[str, torch.Tensor] = {}
+        total = out.logits[0].new_zeros((), dtype=torch.float32)
+        if self.ce is not None:
+            terms["ce"] = sum(self.ce(lg.float(), labels) for lg in out.logits)
+            total = total + cfg.ce_weight * terms["ce"]
+        if self.triplet is not None:
+            terms["triplet"] = sum(self.triplet(f.float(), labels) for f in out.features)
+            total = total + cfg.triplet_weight * terms["triplet"]
+        if self.center is not None:
+            terms["center"] = sum(self.center(f.float(), labels) for f in out.features)
+            total = total + cfg.center_weight * terms["center"]
+        if self.anchor is not None:
+            if anchors is None:
+                raise RuntimeError("the anchor loss is on but no anchors were given")
+            terms["anchor"] = self.anchor(out.embedding().float(), labels, anchors)
+            total = total + cfg.anchor_weight * terms["anchor"]
+        for name, value in out.aux_losses.items():
+            terms[name] = value.float()
+            total = total + terms[name]
+        terms["total"] = total
+        return terms

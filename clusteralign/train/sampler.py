@@ -1,0 +1,188 @@
+"""P x K identity batch sampler: P identities per batch, K images of each."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+Coverage = Literal["images", "identities"]
+
+
+class SamplerConfigError(ValueError):
+    """The labels cannot be batched with the requested P x K layout."""
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` whose state depends only on ``(seed, epoch)``."""
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be non-negative integers, got seed={seed}, epoch={epoch}.")
+    # SeedSequence mixes the pair properly, so (seed, epoch) pairs never collide the way
+    # seed + epoch would.
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class PKSampler(Sampler[list[int]]):
+    """Batch sampler yielding ``P * K`` dataset indices: K images of each of P distinct identities.
+
+    Pass it to ``DataLoader(dataset, batch_sampler=...)``. A batch lists its identities
+    one after another, K consecutive indices each. An identity with fewer than K images
+    contributes all of them plus random repeats (sampling with replacement) to reach K.
+
+    ``coverage`` decides what one epoch is:
+
+    - ``"images"`` (default; the strong baseline's RandomIdentitySampler, whose epoch
+      count the 120-epoch schedule assumes): every identity's images are shuffled and cut
+      into chunks of K (remainder dropped; small identities give one chunk); batches
+      draw P identities uniformly from those with chunks left, until fewer than P
+      remain. About ``num_images / (P * K)`` batches; the exact count varies slightly by
+      epoch and is what ``len()`` returns for the current epoch.
+    - ``"identities"``: identities are shuffled and each used once, K random images
+      each; the last batch is completed with identities from the start of the shuffle,
+      so ``len() == ceil(num_identities / P)`` every epoch.
+
+    Randomness comes only from a generator seeded by ``(seed, epoch)``: the sampler's
+    whole state is those two numbers. Call :meth:`set_epoch` before each epoch (as with
+    ``DistributedSampler``); a new sampler given the same seed and ``set_epoch(e)``
+    reproduces epoch ``e`` exactly, which is how a resumed run continues.
+
+    Distributed: with ``world_size > 1`` every rank builds the same global batches of
+    ``world_size * P`` distinct identities and rank ``r`` takes identities
+    ``[r*P, (r+1)*P)`` of each, so ranks never share an identity within a step and all
+    ranks get the same number of batches.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        num_identities: int = 16,
+        num_instances: int = 4,
+        seed: int = 0,
+        *,
+        coverage: Coverage = "images",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if num_identities < 1 or num_instances < 1:
+            raise SamplerConfigError(
+                f"PKSampler needs num_identities >= 1 and num_instances >= 1, got num_identities={num_identities}, "
+                f"num_instances={num_instances}."
+            )
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise SamplerConfigError(
+                f"PKSampler needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}."
+            )
+        if coverage not in get_args(Coverage):
+            raise SamplerConfigError(f"PKSampler coverage must be one of {get_args(Coverage)}, got {coverage!r}.")
+        if seed < 0:
+            raise SamplerConfigError(f"PKSampler seed must be a non-negative integer, got {seed}.")
+        label_array = np.asarray([int(x) for x in labels], dtype=np.int64)
+        if label_array.size == 0:
+            raise SamplerConfigError("PKSampler got an empty label list; the training split has no images.")
+        pids, inverse = np.unique(label_array, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=len(pids)))[:-1]
+        # Identities in ascending pid order, each with its dataset indices ascending: the
+        # layout does not depend on the order of the labels' first appearance.
+        self._indices: list[torch.Tensor] = [torch.from_numpy(part) for part in np.split(order, bounds)]
+        self.pids: list[int] = [int(p) for p in pids]
+        self.num_identities = num_identities
+        self.num_instances = num_instances
+        self.seed = seed
+        self.coverage: Coverage = coverage
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        group = world_size * num_identities
+        if len(self.pids) < group:
+            raise SamplerConfigError(
+                f"PKSampler needs at least world_size x num_identities = {world_size} x {num_identities} = {group} "
+                f"distinct identities, but the labels hold only {len(self.pids)}."
+            )
+        self._plan_cache: tuple[tuple[int, int], list[list[torch.Tensor]]] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Indices per batch on this rank (P x K)."""
+        return self.num_identities * self.num_instances
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields."""
+        if epoch < 0:
+            raise ValueError(f"PKSampler epoch must be a non-negative integer, got {epoch}.")
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """The sampler's full state: ``{"seed": ..., "epoch": ...}``."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore ``seed`` and ``epoch`` saved by :meth:`state_dict`."""
+        missing = {"seed", "epoch"} - set(state)
+        if missing:
+            raise KeyError(f"PKSampler state is missing key(s) {sorted(missing)}; expected 'seed' and 'epoch'.")
+        self.seed = int(state["seed"])
+        self.set_epoch(int(state["epoch"]))
+
+    def _chunks(self, generator: torch.Generator, ident: int, all_chunks: bool) -> list[torch.Tensor]:
+        idx = self._indices[ident]
+        n = len(idx)
+        k = self.num_instances
+        perm = torch.randperm(n, generator=generator)
+        if n < k:
+            extra = torch.randint(n, (k - n,), generator=generator)
+            return [idx[torch.cat([perm, extra])]]
+        count = n // k if all_chunks else 1
+        return [idx[perm[j * k : (j + 1) * k]] for j in range(count)]
+
+    def _global_plan(self) -> list[list[torch.Tensor]]:
+        """Global batches for the current epoch: each a list of world_size*P chunks of K indices."""
+        key = (self.seed, self.epoch)
+        if self._plan_cache is not None and self._plan_cache[0] == key:
+            return self._plan_cache[1]
+        g = epoch_generator(self.seed, self.epoch)
+        group = self.world_size * self.num_identities
+        num_ids = len(self.pids)
+        plan: list[list[torch.Tensor]] = []
+        if self.coverage == "identities":
+            order = torch.randperm(num_ids, generator=g).tolist()
+            num_batches = -(-num_ids // group)
+            # Wrapping around to the start keeps the last batch's identities distinct
+            # because there are at least `group` identities.
+            order = order + order[: num_batches * group - num_ids]
+            for b in range(num_batches):
+                plan.append(
+                    [self._chunks(g, ident, all_chunks=False)[0] for ident in order[b * group : (b + 1) * group]]
+                )
+        else:
+            queues = [deque(self._chunks(g, ident, all_chunks=True)) for ident in range(num_ids)]
+            available = list(range(num_ids))
+            while len(available) >= group:
+                picks = torch.randperm(len(available), generator=g)[:group].tolist()
+                selected = [available[i] for i in picks]
+                plan.append([queues[ident].popleft() for ident in selected])
+                if any(not queues[ident] for ident in selected):
+                    available = [ident for ident in available if queues[ident]]
+        self._plan_cache = (key, plan)
+        return plan
+
+    def __iter__(self) -> Iterator[list[int]]:
+        p = self.num_identities
+        lo, hi = self.rank * p, (self.rank + 1) * p
+        for chunks in self._global_plan():
+            yield torch.cat(chunks[lo:hi]).tolist()
+
+    def __len__(self) -> int:
+        return len(self._global_plan())
+
+    def __repr__(self) -> str:
+        return (
+            f"PKSampler(identities={len(self.pids)}, P={self.num_identities}, K={self.num_instances}, "
+            f"coverage={self.coverage!r}, seed={self.seed}, epoch={self.epoch}, rank={self.rank}, "
+            f"world_size={self.world_size})"
+        )

@@ -1,0 +1,376 @@
+"""One training loop for both stages: stage 1 (strong baseline) and stage 2 (anchor fine-tuning).
+
+The training set is decoded once into a uint8 tensor on the training device; every batch is
+indexed, augmented and fed on that device, so there is no DataLoader and no host round trip
+in the step. Loss values are accumulated on the device and read once per epoch.
+Every `checkpoint_every` epochs the complete state (weights, optimisers, scheduler, anchors,
+RNG states, history) is written atomically; a rerun resumes from it and reaches the same
+weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dict
+from ..eval.distance import compute_distance_matrix
+from ..eval.rank import evaluate_rank
+from ..io import torch_load, torch_save
+from ..models import build_model
+from ..models.file import ModelFile
+from . import anchors as anchor_ops
+from .augment import AugmentSpec, train_transform
+from .data import SplitData, load_split
+from .features import autocast, extract_features
+from .history import History
+from .objective import Objective
+from .sampler import PKSampler
+from .schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoints/last.pt"
+
+
+@dataclass
+class StageSpec:
+    """Everything one stage needs, with explicit types (built by the workflow script)."""
+
+    name: str
+    manifest: pd.DataFrame
+    model: ModelConfig
+    stage: StageConfig
+    features: FeatureConfig
+    validation: EvalConfig
+    out_dir: Path
+    init_model: Path | None = None
+    init_anchors: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when visible, else CPU; "cuda" without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no CUDA device is visible")
+    return torch.device(name)
+
+
+def augment_spec(stage: StageConfig, train: bool = True) -> AugmentSpec:
+    """The stage's augmentation settings as the augment module's spec."""
+    a = stage.augment
+    return AugmentSpec(
+        height=a.height,
+        width=a.width,
+        flip_prob=a.flip_prob if train else 0.0,
+        pad=a.pad if train else 0,
+        random_erasing_prob=a.random_erasing_prob if train else 0.0,
+    )
+
+
+def cache_size(stage: StageConfig) -> tuple[int, int]:
+    """(H, W) at which images are decoded and held in memory."""
+    a = stage.augment
+    return (a.cache_height or a.height, a.cache_width or a.width)
+
+
+def _fingerprint(spec: StageSpec) -> str:
+    """Identifies what a checkpoint was trained on, so a stale one is never resumed."""
+    h = hashlib.sha256()
+    h.update(json.dumps([spec.name, to_dict(spec.model), to_dict(spec.stage)], sort_keys=True).encode())
+    h.update(pd.util.hash_pandas_object(spec.manifest, index=False).to_numpy().tobytes())
+    for path in (spec.init_model, spec.init_anchors):
+        if path is not None:
+            with open(path, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "augment": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(gen: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def validate(
+    model: nn.Module,
+    query: SplitData,
+    gallery: SplitData,
+    features: FeatureConfig,
+    eval_cfg: EvalConfig,
+    stage: StageConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """R1/R5/R10/mAP/mINP of the current model on query vs gallery (re-ranking is not applied)."""
+    spec = augment_spec(stage, train=False)
+    kw = dict(device=device, batch_size=features.batch_size, flip=features.flip, amp=stage.amp,
+              channels_last=stage.channels_last)
+    qf, _ = extract_features(model, query.images, spec, **kw)
+    gf, _ = extract_features(model, gallery.images, spec, **kw)
+    dist = compute_distance_matrix(qf, gf, metric=eval_cfg.metric, normalize=eval_cfg.normalize)
+    # Small validation galleries are normal here; cap quietly instead of warning every epoch.
+    result = evaluate_rank(dist, query.pids.numpy(), gallery.pids.numpy(), query.camids.numpy(),
+                           gallery.camids.numpy(), max_rank=min(eval_cfg.max_rank, len(gallery.pids)))
+    metrics = result.to_dict()
+    return {k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP") if k in metrics}
+
+
+def train_features(model: nn.Module, train: SplitData, stage: StageConfig, features: FeatureConfig,
+                   device: torch.device, with_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Test features (and own-class probabilities) of every training image."""
+    return extract_features(
+        model, train.images, augment_spec(stage, train=False), device=device, batch_size=features.batch_size,
+        flip=features.flip, amp=stage.amp, channels_last=stage.channels_last,
+        labels=train.labels if with_probs else None,
+    )
+
+
+def fresh_anchors(model: nn.Module, train: SplitData, num_classes: int, stage: StageConfig, features: FeatureConfig,
+                  device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+    """The anchor dictionary of the current model, and its spread diagnostics."""
+    probability = stage.anchors.weighting == "probability"
+    feats, probs = train_features(model, train, stage, features, device, with_probs=probability)
+    labels = train.labels.to(device)
+    anchors = anchor_ops.compute_anchors(feats, labels, num_classes, weights=probs if probability else None)
+    return anchors, anchor_ops.diagnostics(feats, labels, anchors)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain log lines otherwise (e.g. under Snakemake)."""
+
+    def __init__(self, total: int, desc: str):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFrame | None:
+    """Train one stage, resuming from its checkpoint when there is a matching one.
+
+    Writes ``model.pt``, ``history.csv`` and TensorBoard events (``tb/``) under `spec.out_dir`.
+    `epoch_budget` stops after that many epochs in this call (for time-limited jobs); the
+    next call continues. Returns the history, or None when stopped early.
+    """
+    stage, out_dir = spec.stage, Path(spec.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(stage.device)
+    if stage.num_threads:
+        torch.set_num_threads(stage.num_threads)
+    if stage.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    amp = stage.amp if device.type == "cuda" else "none"
+    if stage.amp != amp:
+        log.warning("amp=%s needs CUDA; training in float32 on %s", stage.amp, device)
+
+    manifest = spec.manifest
+    size = cache_size(stage)
+    t0 = time.perf_counter()
+    train = load_split(manifest, "train", size).to(device)
+    query = load_split(manifest, "query", size)
+    gallery = load_split(manifest, "gallery", size)
+    num_classes = int(train.labels.max()) + 1
+    label_pids = (manifest[manifest["split"] == "train"].drop_duplicates("label").sort_values("label")["pid"]
+                  .astype(int).tolist())
+    log.info("%s: %d training images of %d identities, %d query, %d gallery, decoded in %.1fs on %s",
+             spec.name, len(train.labels), num_classes, len(query.labels), len(gallery.labels),
+             time.perf_counter() - t0, device)
+
+    torch.manual_seed(stage.seed)
+    # Epochs trained before this stage, so epoch-scheduled parts of a model (ABD-Net's
+    # regulariser) keep counting across stages.
+    epoch_offset = 0
+    if spec.init_model is not None:
+        init = ModelFile.load(spec.init_model)
+        if init.num_classes != num_classes:
+            raise ValueError(f"{spec.init_model} has {init.num_classes} classes, the manifest {num_classes}")
+        model = init.build()
+        epoch_offset = int(init.meta.get("epochs", 0))
+    else:
+        model = build_model(spec.model, num_classes)
+    model.to(device)
+    if stage.channels_last:
+        model.to(memory_format=torch.channels_last)
+    objective = Objective(stage.loss, num_classes, model.feature_dim).to(device)
+    optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=device.type == "cuda")
+    scheduler = build_scheduler(optimizer, stage.schedule)
+    center_opt = (torch.optim.SGD(objective.center.parameters(), lr=stage.loss.center_lr)
+                  if objective.center is not None else None)
+    step_model = torch.compile(model) if stage.compile else model
+    gen = torch.Generator(device=device).manual_seed(stage.seed + 1)
+    sampler = PKSampler(train.labels.tolist(), stage.num_identities, stage.num_instances, seed=stage.seed)
+    history = History(spec.name)
+
+    anchors: torch.Tensor | None = None
+    if objective.needs_anchors:
+        if spec.init_anchors is None:
+            anchors, _ = fresh_anchors(model, train, num_classes, stage, spec.features, device)
+        else:
+            aset = anchor_ops.AnchorSet.load(spec.init_anchors)
+            if list(aset.pids) != label_pids:
+                raise ValueError(f"{spec.init_anchors} was computed for other training identities than the manifest's")
+            anchors = aset.anchors.to(device)
+
+    fingerprint = _fingerprint(spec)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    start_epoch = 0
+    if ckpt_path.is_file():
+        ckpt = torch_load(ckpt_path, map_location=device)
+        if ckpt.get("fingerprint") == fingerprint:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            objective.load_state_dict(ckpt["objective"])
+            if center_opt is not None:
+                center_opt.load_state_dict(ckpt["center_optimizer"])
+            anchors = ckpt["anchors"]
+            _set_rng_state(gen, ckpt["rng"])
+            history.restore(ckpt["history"])
+            start_epoch = int(ckpt["epoch"])
+            log.info("%s: resuming from %s after epoch %d", spec.name, ckpt_path, start_epoch)
+        else:
+            log.warning("%s: ignoring %s, written for other settings or data", spec.name, ckpt_path)
+    tb_dir = out_dir / "tb"
+    shutil.rmtree(tb_dir, ignore_errors=True)  # re-emitted below from the restored history
+    history.open_tensorboard(tb_dir)
+
+    epochs_run = 0
+    for epoch in range(start_epoch, stage.epochs):
+        if epoch_budget is not None and epochs_run >= epoch_budget:
+            history.close()
+            log.info("%s: stopping after %d epoch(s) as asked; rerun to continue", spec.name, epochs_run)
+            return None
+        if hasattr(model, "set_epoch"):
+            model.set_epoch(epoch_offset + epoch)
+        row = _train_one_epoch(step_model, objective, optimizer, center_opt, train, sampler, epoch, stage,
+                               anchors, gen, device, amp, spec.name)
+        row["lr"] = scheduler.get_last_lr()[0]
+        scheduler.step()
+        last = epoch + 1 == stage.epochs
+        evaluate_now = last or (stage.eval_every > 0 and (epoch + 1) % stage.eval_every == 0)
+        if objective.needs_anchors or evaluate_now:
+            # The model does not change between this epoch's end and the next one's start,
+            # so these anchors serve both the diagnostics and the next epoch's targets.
+            new_anchors, diag = fresh_anchors(model, train, num_classes, stage, spec.features, device)
+            row.update(diag)
+            if objective.needs_anchors and stage.anchors.update == "epoch":
+                anchors = new_anchors
+        if evaluate_now:
+            row.update(validate(model, query, gallery, spec.features, spec.validation, stage, device))
+        history.append(epoch + 1, row)
+        history.write_csv(out_dir / "history.csv")
+        log.info("%s", history.describe_last(stage.epochs))
+        epochs_run += 1
+        if last or (epoch + 1) % stage.checkpoint_every == 0:
+            torch_save({
+                "fingerprint": fingerprint,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "objective": objective.state_dict(),
+                "center_optimizer": center_opt.state_dict() if center_opt is not None else None,
+                "anchors": anchors,
+                "rng": _rng_state(gen),
+                "history": history.rows,
+            }, ckpt_path)
+
+    history.close()
+    ModelFile(
+        model_cfg=spec.model,
+        num_classes=num_classes,
+        pids=label_pids,
+        state_dict=model.state_dict(),
+        meta={"stage": spec.name, "epochs": epoch_offset + stage.epochs},
+    ).save(out_dir / "model.pt")
+    return history.frame()
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    center_opt: torch.optim.Optimizer | None,
+    train: SplitData,
+    sampler: PKSampler,
+    epoch: int,
+    stage: StageConfig,
+    anchors: torch.Tensor | None,
+    gen: torch.Generator,
+    device: torch.device,
+    amp: str,
+    name: str,
+) -> dict[str, float]:
+    model.train()
+    sampler.set_epoch(epoch)
+    batches = torch.tensor(list(sampler), dtype=torch.long, device=device)
+    spec = augment_spec(stage)
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), device=device)
+    progress = _Progress(len(batches), f"{name} epoch {epoch + 1}/{stage.epochs}")
+    t0 = time.perf_counter()
+    for idx in batches:
+        x = train_transform(train.images[idx], spec, gen)
+        if stage.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = train.labels[idx]
+        with autocast(device, amp):
+            out = model(x)
+        terms = objective(out, y, anchors)
+        optimizer.zero_grad(set_to_none=True)
+        if center_opt is not None:
+            center_opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        if center_opt is not None:
+            # Undo the loss weight on the centres' gradient, as the strong baseline does.
+            for p in objective.center.parameters():
+                p.grad.mul_(1.0 / stage.loss.center_weight)
+            center_opt.step()
+        if anchors is not None and stage.anchors.update == "momentum":
+            anchor_ops.momentum_update(anchors, out.embedding().detach(), y, stage.anchors.momentum)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.detach()
+        correct += (out.logits[0].argmax(1) == y).sum()
+        progress.update()
+    progress.close()
+    n_batches = max(len(batches), 1)
+    n_images = n_batches * batches.shape[1] if len(batches) else 0
+    row = {f"loss_{k}": float(v) / n_batches for k, v in sums.items()}
+    row["train_acc"] = float(correct) / max(n_images, 1)
+    elapsed = time.perf_counter() - t0
+    row["train_seconds"] = elapsed
+    row["images_per_second"] = n_images / elapsed if elapsed > 0 else math.nan
+    return row

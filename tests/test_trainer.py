@@ -1,0 +1,141 @@
+"""Both stages on the tiny synthetic set: outputs, resume exactness, determinism, TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from clusteralign.config import build_experiment
+from clusteralign.models.file import ModelFile
+from clusteralign.train.anchors import AnchorSet
+from clusteralign.train.trainer import StageSpec, train_stage
+
+MODELS = {"tiny": {"backbone": "resnet18", "base_width": 8}}
+RAW = {
+    "dataset": "synthetic",
+    "model": "tiny",
+    "stage1": {
+        "epochs": 3,
+        "num_identities": 4,
+        "num_instances": 2,
+        "augment": {"height": 64, "width": 32},
+        "schedule": {"warmup_epochs": 1, "milestones": [2]},
+        "num_threads": 1,
+    },
+    "stage2": {"epochs": 2, "optimizer": {"lr": 3.5e-5}},
+}
+
+
+def experiment(**stage1):
+    raw = dict(RAW, stage1={**RAW["stage1"], **stage1})
+    return build_experiment("tiny", raw, MODELS)
+
+
+def spec(name, manifest, out, exp, **kw):
+    stage = exp.stage1 if name == "stage1" else exp.stage2
+    return StageSpec(name, manifest, exp.model, stage, exp.features, exp.validation, Path(out), **kw)
+
+
+def state(path):
+    return ModelFile.load(path).state_dict
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tiny_dataset, tmp_path_factory):
+    _, manifest = tiny_dataset
+    out = tmp_path_factory.mktemp("stage1")
+    history = train_stage(spec("stage1", manifest, out, experiment()))
+    return out, history
+
+
+def test_stage1_writes_model_history_and_events(stage1_run):
+    out, history = stage1_run
+    assert (out / "model.pt").is_file() and (out / "checkpoints/last.pt").is_file()
+    table = pd.read_csv(out / "history.csv")
+    assert list(table["epoch"]) == [1, 2, 3]
+    for col in ("loss_ce", "loss_triplet", "loss_total", "lr", "R1", "R5", "mAP", "mINP", "anchor_dist_own",
+                "anchor_dist_other"):
+        assert table[col].notna().all(), col
+    assert table["lr"].iloc[0] == pytest.approx(3.5e-6) and table["lr"].iloc[1] == pytest.approx(3.5e-4)
+    assert table["lr"].iloc[2] == pytest.approx(3.5e-5)
+    pd.testing.assert_frame_equal(table, history, check_dtype=False)
+
+
+def test_tensorboard_events_read_back(stage1_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, history = stage1_run
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    assert "stage1/mAP" in acc.Tags()["scalars"]
+    events = acc.Scalars("stage1/mAP")
+    assert [e.step for e in events] == [1, 2, 3]
+    assert [e.value for e in events] == pytest.approx(list(history["mAP"]))
+
+
+def test_rerun_is_deterministic(stage1_run, tiny_dataset, tmp_path):
+    out, history = stage1_run
+    again = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment()))
+    metrics = ["loss_total", "R1", "mAP", "mINP", "anchor_dist_own"]
+    pd.testing.assert_frame_equal(again[metrics], history[metrics])
+    for k, v in state(out / "model.pt").items():
+        assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
+
+
+def test_resume_reaches_the_same_weights(stage1_run, tiny_dataset, tmp_path):
+    out, history = stage1_run
+    exp = experiment()
+    assert train_stage(spec("stage1", tiny_dataset[1], tmp_path, exp), epoch_budget=1) is None
+    assert not (tmp_path / "model.pt").exists()
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
+    resumed = train_stage(spec("stage1", tiny_dataset[1], tmp_path, exp))
+    assert list(resumed["epoch"]) == [1, 2, 3]
+    for k, v in state(out / "model.pt").items():
+        assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
+
+
+def test_changed_settings_never_resume_a_stale_checkpoint(stage1_run, tiny_dataset, tmp_path):
+    _, manifest = tiny_dataset
+    train_stage(spec("stage1", manifest, tmp_path, experiment()), epoch_budget=1)
+    history = train_stage(spec("stage1", manifest, tmp_path, experiment(epochs=2)))
+    assert list(history["epoch"]) == [1, 2]
+    assert history["lr"].iloc[0] == pytest.approx(3.5e-6)  # started again from epoch 1
+
+
+@pytest.mark.parametrize("update", ["epoch", "fixed", "momentum"])
+def test_stage2_anchor_finetuning(stage1_run, tiny_dataset, tmp_path, update):
+    from clusteralign.train.trainer import fresh_anchors, resolve_device
+
+    out1, _ = stage1_run
+    _, manifest = tiny_dataset
+    exp = build_experiment("tiny", dict(RAW, stage2={**RAW["stage2"], "anchors": {"update": update}}), MODELS)
+    history = train_stage(spec("stage2", manifest, tmp_path, exp, init_model=out1 / "model.pt"))
+    assert list(history["epoch"]) == [1, 2]
+    assert "loss_anchor" in history and "loss_triplet" not in history
+    assert (history["loss_anchor"] > 0).all()
+    # the stage-1 weights were the starting point, not a fresh network
+    model = ModelFile.load(out1 / "model.pt").build()
+    anchors, _ = fresh_anchors(model, _train_split(manifest, exp), model.classifier.out_features, exp.stage2,
+                               exp.features, resolve_device("cpu"))
+    assert torch.isfinite(anchors).all()
+
+
+def _train_split(manifest, exp):
+    from clusteralign.train.data import load_split
+    from clusteralign.train.trainer import cache_size
+
+    return load_split(manifest, "train", cache_size(exp.stage2))
+
+
+def test_stage2_uses_the_anchor_file(stage1_run, tiny_dataset, tmp_path):
+    out1, _ = stage1_run
+    _, manifest = tiny_dataset
+    exp = experiment()
+    bad = AnchorSet(torch.zeros(8, 64), pids=list(range(100, 108)), stats={})
+    bad.save(tmp_path / "anchors.pt")
+    with pytest.raises(ValueError, match="other training identities"):
+        train_stage(spec("stage2", manifest, tmp_path / "s2", exp, init_model=out1 / "model.pt",
+                         init_anchors=tmp_path / "anchors.pt"))
