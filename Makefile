@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS) $(wildcard clusteralign/*/*.pyx
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/clusteralign demo
+	$(BIN)/snakemake --cores all --resources gpu=1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,13 +1,37 @@
-# ClusterAlign ReID workflow (its training rules come with the training code).
+# ClusterAlign ReID: raw dataset -> stage 1 (strong baseline) -> anchors -> stage 2 (anchor
+# fine-tuning) -> features -> Cython ranking -> report. Every step is a cached file artifact.
+#   snakemake --cores all --resources gpu=1
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
 
 
 configfile: "config.yaml"
 
 
+# No schema defaults are filled in: stage 2's defaults differ from stage 1's, and the
+# typed config in clusteralign.config is where every default lives.
+validate(config, "schemas/config.schema.yaml", set_default=False)
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+localrules:
+    all,
 
 
 rule all:
-    input:
-        expand("results/datasets/{dataset}/manifest.csv", dataset=config["datasets"]),
     default_target: True
+    input:
+        "results/report.html",
+        "results/report.md",

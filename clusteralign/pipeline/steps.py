@@ -1,0 +1,125 @@
+"""Workflow steps after training: anchors of a model, test features, and their evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import EvalConfig, FeatureConfig, StageConfig
+from ..eval.distance import compute_distance_matrix
+from ..eval.rank import evaluate_rank
+from ..eval.rerank import re_rank_features
+from ..io import torch_load, torch_save, write_json
+from ..models.file import ModelFile
+from ..train.anchors import AnchorSet
+from ..train.data import load_split
+from ..train.features import extract_features
+from ..train.trainer import augment_spec, cache_size, fresh_anchors, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def _load_model(model_path: Path, stage: StageConfig) -> tuple[ModelFile, torch.nn.Module, torch.device]:
+    device = resolve_device(stage.device)
+    mf = ModelFile.load(model_path)
+    model = mf.build().to(device)
+    if stage.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return mf, model, device
+
+
+def compute_anchor_file(
+    model_path: Path, manifest: pd.DataFrame, stage: StageConfig, features: FeatureConfig, anchors_out: Path,
+    stats_out: Path,
+) -> AnchorSet:
+    """Anchors (per-identity mean test features) of a trained model, plus their spread statistics."""
+    mf, model, device = _load_model(model_path, stage)
+    train = load_split(manifest, "train", cache_size(stage))
+    label_pids = (manifest[manifest["split"] == "train"].drop_duplicates("label").sort_values("label")["pid"]
+                  .astype(int).tolist())
+    if label_pids != list(mf.pids):
+        raise ValueError(f"{model_path} was trained on other identities than the manifest's training split")
+    anchors, stats = fresh_anchors(model, train.to(device), mf.num_classes, stage, features, device)
+    result = AnchorSet(anchors.cpu(), list(mf.pids), stats)
+    result.save(anchors_out)
+    write_json(stats_out, {**stats, "num_identities": mf.num_classes})
+    log.info("anchors of %d identities: own %.4f, nearest other %.4f", mf.num_classes,
+             stats["anchor_dist_own"], stats["anchor_dist_other"])
+    return result
+
+
+def extract_feature_file(
+    model_path: Path, manifest: pd.DataFrame, stage: StageConfig, features: FeatureConfig, out: Path
+) -> None:
+    """Query and gallery test features of a trained model, with their identities and paths."""
+    _, model, device = _load_model(model_path, stage)
+    spec = augment_spec(stage, train=False)
+    payload = {}
+    for split in ("query", "gallery"):
+        data = load_split(manifest, split, cache_size(stage))
+        feats, _ = extract_features(model, data.images, spec, device=device, batch_size=features.batch_size,
+                                    flip=features.flip, amp=stage.amp, channels_last=stage.channels_last)
+        payload[split] = {
+            "features": feats.cpu(),
+            "pids": data.pids,
+            "camids": data.camids,
+            "paths": manifest.loc[manifest["split"] == split, "path"].tolist(),
+        }
+        log.info("%s: %d features of dimension %d", split, feats.shape[0], feats.shape[1])
+    torch_save(payload, out)
+
+
+def _examples(dist: np.ndarray, q: dict, g: dict, count: int, top: int = 10) -> list[dict]:
+    """Top-`top` gallery entries (after the protocol's exclusions) of `count` evenly spaced queries."""
+    n_q = dist.shape[0]
+    chosen = np.unique(np.linspace(0, n_q - 1, num=min(count, n_q)).round().astype(int)) if n_q else []
+    q_pids, q_cams = q["pids"].numpy(), q["camids"].numpy()
+    g_pids, g_cams = g["pids"].numpy(), g["camids"].numpy()
+    examples = []
+    for i in chosen:
+        valid = ~((g_pids == q_pids[i]) & (g_cams == q_cams[i])) & (g_pids != -1)
+        idx = np.flatnonzero(valid)
+        order = idx[np.argsort(dist[i, idx], kind="stable")[:top]]
+        examples.append({
+            "query": {"path": q["paths"][i], "pid": int(q_pids[i]), "camid": int(q_cams[i])},
+            "gallery": [
+                {"path": g["paths"][j], "pid": int(g_pids[j]), "camid": int(g_cams[j]),
+                 "distance": float(dist[i, j]), "match": bool(g_pids[j] == q_pids[i])}
+                for j in order
+            ],
+        })
+    return examples
+
+
+def evaluate_feature_file(
+    features_path: Path, cfg: EvalConfig, metrics_out: Path, ranking_out: Path, num_examples: int = 20,
+    num_threads: int = 0,
+) -> dict:
+    """CMC/mAP/mINP of a feature file under the Market protocol, plus ranked-retrieval examples."""
+    data = torch_load(features_path)
+    q, g = data["query"], data["gallery"]
+    if cfg.rerank:
+        # k-reciprocal re-ranking is defined on squared distances of unit vectors
+        dist = re_rank_features(q["features"], g["features"], k1=cfg.k1, k2=cfg.k2, lambda_value=cfg.lambda_value)
+    else:
+        dist = compute_distance_matrix(q["features"], g["features"], metric=cfg.metric, normalize=cfg.normalize)
+    result = evaluate_rank(dist, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=cfg.max_rank,
+                           num_threads=num_threads)
+    metrics = {
+        **result.to_dict(),
+        "rerank": cfg.rerank,
+        "metric": "rerank" if cfg.rerank else cfg.metric,
+        "num_query": int(dist.shape[0]),
+        "num_gallery": int(dist.shape[1]),
+    }
+    write_json(metrics_out, metrics)
+    write_json(ranking_out, {"examples": _examples(dist, q, g, num_examples)})
+    log.info("%s: R1 %.2f%% mAP %.2f%% mINP %.2f%% (%d valid queries, %d skipped)", os.fspath(features_path),
+             100 * metrics["R1"], 100 * metrics["mAP"], 100 * metrics["mINP"], metrics["num_valid"],
+             metrics["num_skipped"])
+    return metrics

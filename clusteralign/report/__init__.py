@@ -1,0 +1,53 @@
+"""The final report: load each experiment's artifacts, draw the figures, write HTML + Markdown.
+
+Typical use (what the workflow's report script does)::
+
+    exp = load_experiment(name, description, {"stage1": dir1, "stage2": dir2})
+    figs = make_figures(exp, figure_dir / name)
+    write_report([exp], {name: figs}, "results/report.html", "results/report.md", title)
+"""
+
+from __future__ import annotations
+
+from .artifacts import (
+    STAGES,
+    ArtifactError,
+    ArtifactMissingError,
+    ExperimentArtifacts,
+    load_experiment,
+    read_anchors,
+    read_history,
+    read_metrics,
+    read_ranking,
+)
+from .figures import (
+    FIGURE_KEYS,
+    anchor_diagnostics,
+    cmc_curves,
+    combined_history,
+    learning_curves,
+    make_figures,
+    retrieval_grid,
+)
+from .page import ReportInputError, write_report
+
+__all__ = [
+    "STAGES",
+    "FIGURE_KEYS",
+    "ArtifactError",
+    "ArtifactMissingError",
+    "ExperimentArtifacts",
+    "ReportInputError",
+    "anchor_diagnostics",
+    "cmc_curves",
+    "combined_history",
+    "learning_curves",
+    "load_experiment",
+    "make_figures",
+    "read_anchors",
+    "read_history",
+    "read_metrics",
+    "read_ranking",
+    "retrieval_grid",
+    "write_report",
+]

@@ -1,0 +1,208 @@
+"""Load what the training and evaluation steps wrote for one experiment, checking its shape.
+
+Each stage folder holds ``history.csv``, ``metrics.json``, ``anchors.json`` and
+``ranking.json``. A missing or malformed file stops the report with a message that names the
+file and what was expected, instead of a figure silently drawn from half the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Stage names in report order; the deltas on the page are always stage2 - stage1.
+STAGES: tuple[str, ...] = ("stage1", "stage2")
+STAGE_LABELS: dict[str, str] = {"stage1": "Stage 1 (baseline)", "stage2": "Stage 2 (anchor)"}
+METRIC_KEYS: tuple[str, ...] = ("R1", "R5", "R10", "mAP", "mINP")
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+ANCHORS_FILE = "anchors.json"
+RANKING_FILE = "ranking.json"
+
+
+class ArtifactError(ValueError):
+    """An artifact file exists but does not hold what the report expects."""
+
+
+class ArtifactMissingError(ArtifactError, FileNotFoundError):
+    """An artifact file the report needs does not exist."""
+
+
+@dataclass
+class ExperimentArtifacts:
+    """Everything the report shows about one experiment, keyed by stage name."""
+
+    name: str
+    description: dict[str, Any]
+    histories: dict[str, pd.DataFrame]
+    metrics: dict[str, dict[str, Any]]
+    anchors: dict[str, dict[str, Any]]
+    rankings: dict[str, dict[str, Any]]
+    # Where each stage was read from, so later errors (a missing retrieval image) can point at it.
+    stage_dirs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages this experiment has, in report order."""
+        present = set(self.histories) | set(self.metrics) | set(self.anchors) | set(self.rankings)
+        return [s for s in STAGES if s in present]
+
+
+def load_experiment(name: str, description: dict[str, Any], stage_dirs: dict[str, Path]) -> ExperimentArtifacts:
+    """Read the four artifacts of every stage in `stage_dirs` (``{"stage1": dir, "stage2": dir}``)."""
+    if not isinstance(description, dict):
+        raise ArtifactError(
+            f"experiment {name!r}: the description must be a mapping of the experiment's config "
+            f"(name, dataset, model, stage1, stage2), got {type(description).__name__}"
+        )
+    unknown = sorted(set(stage_dirs) - set(STAGES))
+    if unknown or not stage_dirs:
+        raise ArtifactError(
+            f"experiment {name!r}: stage_dirs must map some of {', '.join(STAGES)} to folders, "
+            f"got {sorted(stage_dirs) or 'nothing'}"
+        )
+    dirs = {stage: Path(stage_dirs[stage]) for stage in STAGES if stage in stage_dirs}
+    return ExperimentArtifacts(
+        name=name,
+        description=description,
+        histories={s: read_history(d / HISTORY_FILE) for s, d in dirs.items()},
+        metrics={s: read_metrics(d / METRICS_FILE) for s, d in dirs.items()},
+        anchors={s: read_anchors(d / ANCHORS_FILE) for s, d in dirs.items()},
+        rankings={s: read_ranking(d / RANKING_FILE) for s, d in dirs.items()},
+        stage_dirs=dirs,
+    )
+
+
+# --------------------------------------------------------------------------- single files
+
+
+def read_history(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a stage's per-epoch table; every column except ``stage`` must be numeric."""
+    path = Path(path)
+    _require_file(path, "the per-epoch training history written by the training step")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: cannot be read as a CSV table ({err}); expected one row per epoch") from None
+    for column in ("epoch", "loss_total"):
+        if column not in df.columns:
+            raise ArtifactError(
+                f"{path}: missing column {column!r}; expected at least epoch and loss_total, "
+                f"found {', '.join(map(str, df.columns)) or 'no columns'}"
+            )
+    if df.empty:
+        raise ArtifactError(f"{path}: has no rows; expected one row per trained epoch")
+    for column in df.columns:
+        if column == "stage":
+            continue
+        if not pd.api.types.is_numeric_dtype(df[column]):
+            raise ArtifactError(f"{path}: column {column!r} must be numeric (NaN where not measured)")
+    epochs = df["epoch"]
+    if epochs.isna().any() or (epochs < 1).any() or (epochs % 1 != 0).any():
+        raise ArtifactError(f"{path}: column 'epoch' must hold whole numbers >= 1 (1-based within the stage)")
+    df = df.astype({"epoch": int}).sort_values("epoch", kind="stable").reset_index(drop=True)
+    if df["epoch"].duplicated().any():
+        raise ArtifactError(f"{path}: column 'epoch' repeats an epoch; expected one row per epoch")
+    return df
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a stage's final evaluation: R-k, mAP, mINP and the CMC curve, all fractions."""
+    path = Path(path)
+    data = _read_json(path, "the evaluation metrics written by the evaluation step")
+    for key in ("R1", "mAP", "mINP", "cmc"):
+        if key not in data:
+            raise ArtifactError(f"{path}: missing key {key!r}; expected R1, R5, R10, mAP, mINP and cmc")
+    for key in METRIC_KEYS:
+        if key in data:
+            _fraction(data[key], path, key)
+    cmc = data["cmc"]
+    if not isinstance(cmc, list) or not cmc:
+        raise ArtifactError(f"{path}: 'cmc' must be a non-empty list of fractions (rank 1 first)")
+    for i, v in enumerate(cmc):
+        _fraction(v, path, f"cmc[{i}]")
+    return data
+
+
+def read_anchors(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a stage's anchor diagnostics: mean distance to the own and to the nearest other anchor."""
+    path = Path(path)
+    data = _read_json(path, "the anchor diagnostics of the stage's final model")
+    for key in ("anchor_dist_own", "anchor_dist_other"):
+        if key not in data:
+            raise ArtifactError(
+                f"{path}: missing key {key!r}; expected anchor_dist_own, anchor_dist_other and num_identities"
+            )
+        v = data[key]
+        if not _is_number(v) or not math.isfinite(v) or v < 0:
+            raise ArtifactError(f"{path}: {key!r} must be a finite distance >= 0, got {v!r}")
+    n = data.get("num_identities")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ArtifactError(f"{path}: 'num_identities' must be a positive whole number, got {n!r}")
+    return data
+
+
+def read_ranking(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a stage's retrieval examples: each query with its top gallery images."""
+    path = Path(path)
+    data = _read_json(path, "the ranked retrieval examples written by the evaluation step")
+    examples = data.get("examples")
+    if not isinstance(examples, list):
+        raise ArtifactError(f"{path}: expected a list under 'examples', got {type(examples).__name__}")
+    for i, example in enumerate(examples):
+        where = f"examples[{i}]"
+        if not isinstance(example, dict) or not isinstance(example.get("query"), dict):
+            raise ArtifactError(f"{path}: {where} must be a mapping with 'query' and 'gallery'")
+        _image_entry(example["query"], path, f"{where}.query", ())
+        gallery = example.get("gallery")
+        if not isinstance(gallery, list):
+            raise ArtifactError(f"{path}: {where}.gallery must be a list of ranked gallery images")
+        for j, entry in enumerate(gallery):
+            _image_entry(entry, path, f"{where}.gallery[{j}]", ("distance", "match"))
+            if not isinstance(entry["match"], bool):
+                raise ArtifactError(f"{path}: {where}.gallery[{j}].match must be true or false")
+            if not _is_number(entry["distance"]):
+                raise ArtifactError(f"{path}: {where}.gallery[{j}].distance must be a number")
+    return data
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise ArtifactMissingError(f"{path} does not exist; expected {what}. Run the step that writes it first.")
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    _require_file(path, what)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: is not valid JSON ({err}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fraction(v: Any, path: Path, key: str) -> None:
+    if not _is_number(v) or not 0.0 <= v <= 1.0:
+        raise ArtifactError(f"{path}: {key!r} must be a fraction in [0, 1], got {v!r}")
+
+
+def _image_entry(entry: Any, path: Path, where: str, extra: tuple[str, ...]) -> None:
+    keys = ("path", "pid", "camid", *extra)
+    if not isinstance(entry, dict) or any(k not in entry for k in keys):
+        raise ArtifactError(f"{path}: {where} must be a mapping with keys {', '.join(keys)}")
+    if not isinstance(entry["path"], str) or not entry["path"]:
+        raise ArtifactError(f"{path}: {where}.path must be a non-empty image path")

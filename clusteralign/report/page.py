@@ -1,0 +1,512 @@
+"""The report page: one self-contained HTML file (figures inlined) and a Markdown twin.
+
+Both are pure functions of their inputs — no timestamps, no absolute paths, a fixed order —
+so rerunning the report on the same artifacts rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..io import atomic_path
+from .artifacts import METRIC_KEYS, STAGE_LABELS, ArtifactMissingError, ExperimentArtifacts
+from .figures import ANCHORS, CMC, FIGURE_KEYS, LEARNING_CURVES, PUBLISHED_MODE, RETRIEVAL
+
+DASH = "\u2014"
+DELTA = "\u0394"
+MINUS = "\u2212"
+
+
+class ReportInputError(ValueError):
+    """The arguments of `write_report` do not fit together (unknown experiment or figure names)."""
+
+
+# --------------------------------------------------------------------------- a format-neutral page model
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text and, for deltas, the sign class that colours it in HTML."""
+
+    text: str
+    tone: str = ""  # "pos", "neg" or "" (neutral)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table rendered identically (up to markup) into HTML and Markdown."""
+
+    header: list[str]
+    rows: list[list[Cell]]
+    numeric_from: int = 1  # columns at and after this index are right-aligned
+
+
+def _c(text: Any) -> Cell:
+    return Cell(str(text))
+
+
+def _pct(v: float | None) -> str:
+    return DASH if v is None else f"{100.0 * v:.1f}"
+
+
+def _delta_cell(d: float | None, higher_is_better: bool | None = True, fmt: str = "+.1f") -> Cell:
+    """A signed delta, coloured by whether the *displayed* value is better or worse (None: never coloured)."""
+    if d is None or not math.isfinite(d):
+        return Cell(DASH)
+    text = format(d, fmt)
+    if float(text) == 0.0:
+        return Cell(text.lstrip("+-"))
+    if higher_is_better is None:
+        return Cell(text)
+    better = (float(text) > 0) == higher_is_better
+    return Cell(text, "pos" if better else "neg")
+
+
+def _num(v: float | None) -> str:
+    return DASH if v is None else f"{v:.4g}"
+
+
+def _fmt(v: Any, spec: str) -> str:
+    # Descriptions are plain config dicts; a value of an unexpected type is shown, not fatal.
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+# --------------------------------------------------------------------------- content
+
+
+def model_name(description: dict[str, Any]) -> str:
+    """Short model name for tables: the backbone (or the model entry itself when it is a name)."""
+    model = description.get("model")
+    if isinstance(model, str):
+        return model
+    name = _get(model, "backbone") or _get(model, "family")
+    return str(name) if name is not None else DASH
+
+
+def _metric(exp: ExperimentArtifacts, stage: str, key: str) -> float | None:
+    v = exp.metrics.get(stage, {}).get(key)
+    return None if v is None else float(v)
+
+
+def _delta(exp: ExperimentArtifacts, key: str, source: str = "metrics") -> float | None:
+    table = exp.metrics if source == "metrics" else exp.anchors
+    a, b = table.get("stage1", {}).get(key), table.get("stage2", {}).get(key)
+    if a is None or b is None:
+        return None
+    scale = 100.0 if source == "metrics" else 1.0
+    return scale * (float(b) - float(a))
+
+
+def summary_table(experiments: list[ExperimentArtifacts]) -> Table:
+    """One row per experiment: stage-1 and stage-2 R1/mAP and their deltas in percentage points."""
+    rows = []
+    for exp in experiments:
+        rows.append([
+            _c(exp.name),
+            _c(exp.description.get("dataset", DASH)),
+            _c(model_name(exp.description)),
+            _c(_pct(_metric(exp, "stage1", "R1"))),
+            _c(_pct(_metric(exp, "stage1", "mAP"))),
+            _c(_pct(_metric(exp, "stage2", "R1"))),
+            _c(_pct(_metric(exp, "stage2", "mAP"))),
+            _delta_cell(_delta(exp, "R1")),
+            _delta_cell(_delta(exp, "mAP")),
+        ])
+    header = ["Experiment", "Dataset", "Model", "Stage 1 R1 (%)", "Stage 1 mAP (%)", "Stage 2 R1 (%)",
+              "Stage 2 mAP (%)", f"{DELTA}R1 (pp)", f"{DELTA}mAP (pp)"]
+    return Table(header, rows, numeric_from=3)
+
+
+def metrics_table(exp: ExperimentArtifacts) -> Table:
+    """Stage 1 and stage 2 R1/R5/R10/mAP/mINP (%) and the stage 2 \u2212 stage 1 row."""
+    rows = [[_c(STAGE_LABELS[s]), *(_c(_pct(_metric(exp, s, k))) for k in METRIC_KEYS)]
+            for s in exp.stages if s in exp.metrics]
+    if "stage1" in exp.metrics and "stage2" in exp.metrics:
+        rows.append([_c(f"{DELTA} stage 2 {MINUS} stage 1 (pp)"), *(_delta_cell(_delta(exp, k)) for k in METRIC_KEYS)])
+    return Table(["", *(f"{k} (%)" for k in METRIC_KEYS)], rows)
+
+
+def anchor_table(exp: ExperimentArtifacts) -> Table:
+    """Mean distance to the own and to the nearest other anchor, their ratio, per stage."""
+    rows = []
+    for s in exp.stages:
+        diag = exp.anchors.get(s)
+        if diag is None:
+            continue
+        own, other = float(diag["anchor_dist_own"]), float(diag["anchor_dist_other"])
+        ratio = own / other if other > 0 else None
+        rows.append([_c(STAGE_LABELS[s]), _c(_num(own)), _c(_num(other)),
+                     _c(DASH if ratio is None else f"{ratio:.3f}"), _c(diag.get("num_identities", DASH))])
+    if "stage1" in exp.anchors and "stage2" in exp.anchors:
+        r1, r2 = (_ratio(exp.anchors[s]) for s in ("stage1", "stage2"))
+        rows.append([
+            _c(f"{DELTA} stage 2 {MINUS} stage 1"),
+            # Raw distances move with the feature scale, so only the scale-free ratio is judged.
+            _delta_cell(_delta(exp, "anchor_dist_own", "anchors"), higher_is_better=None, fmt="+.4g"),
+            _delta_cell(_delta(exp, "anchor_dist_other", "anchors"), higher_is_better=None, fmt="+.4g"),
+            _delta_cell(None if r1 is None or r2 is None else r2 - r1, higher_is_better=False, fmt="+.3f"),
+            _c(""),
+        ])
+    return Table(["", "own anchor", "nearest other anchor", "own / other", "identities"], rows)
+
+
+def _ratio(diag: dict[str, Any]) -> float | None:
+    other = float(diag["anchor_dist_other"])
+    return float(diag["anchor_dist_own"]) / other if other > 0 else None
+
+
+def _losses(loss: Any) -> str | None:
+    if not isinstance(loss, dict):
+        return None
+    terms = []
+    if loss.get("ce_weight"):
+        eps = loss.get("label_smoothing")
+        terms.append(f"CE \u00d7{_fmt(loss['ce_weight'], 'g')}" + (f" (label smoothing {_fmt(eps, 'g')})" if eps else ""))
+    if loss.get("triplet_weight"):
+        margin = loss.get("triplet_margin")
+        terms.append(f"triplet \u00d7{_fmt(loss['triplet_weight'], 'g')}"
+                     + (f" (margin {_fmt(margin, 'g')})" if margin is not None else " (soft margin)"))
+    if loss.get("center_weight"):
+        terms.append(f"center \u00d7{_fmt(loss['center_weight'], 'g')}")
+    if loss.get("anchor_weight"):
+        terms.append(f"anchor loss {loss.get('anchor_kind', '?')} \u00d7{_fmt(loss['anchor_weight'], 'g')}")
+    return " + ".join(terms) if terms else None
+
+
+def _stage_facts(stage_cfg: Any, history: Any) -> str:
+    parts = []
+    epochs = _get(stage_cfg, "epochs")
+    if epochs is not None:
+        parts.append(f"{epochs} epochs")
+    lr = _get(stage_cfg, "optimizer", "lr")
+    if lr is not None:
+        opt = _get(stage_cfg, "optimizer", "name")
+        sched = _get(stage_cfg, "schedule", "kind")
+        parts.append(f"{f'{opt} ' if opt else ''}lr {_fmt(lr, '.1e')}" + (f" ({sched})" if sched else ""))
+    losses = _losses(_get(stage_cfg, "loss"))
+    if losses:
+        parts.append(losses)
+    if _get(stage_cfg, "loss", "anchor_weight"):
+        update = _get(stage_cfg, "anchors", "update")
+        if update is not None:
+            parts.append(f"anchors updated: {update}")
+    if history is not None and "train_seconds" in history.columns:
+        seconds = float(history["train_seconds"].sum(skipna=True))
+        rate = history["images_per_second"].mean(skipna=True) if "images_per_second" in history.columns else math.nan
+        parts.append(f"trained {len(history)} epochs in {_duration(seconds)}"
+                     + (f" ({rate:.0f} img/s)" if math.isfinite(rate) else ""))
+    return " \u00b7 ".join(parts) if parts else DASH
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _eval_facts(metrics: dict[str, Any]) -> str:
+    parts = []
+    if "metric" in metrics:
+        parts.append(f"{metrics['metric']} distance")
+    if "rerank" in metrics:
+        parts.append("k-reciprocal re-ranking" if metrics["rerank"] else "no re-ranking")
+    if "num_query" in metrics and "num_gallery" in metrics:
+        parts.append(f"{metrics['num_query']} queries \u00d7 {metrics['num_gallery']} gallery images")
+    if "num_valid" in metrics:
+        parts.append(f"{metrics['num_valid']} queries scored, {metrics.get('num_skipped', 0)} without a true match skipped")
+    return ", ".join(parts) if parts else DASH
+
+
+def setup_table(exp: ExperimentArtifacts) -> Table:
+    """The few facts of the experiment's config a reader needs to interpret its numbers."""
+    desc = exp.description
+    model = desc.get("model")
+    if isinstance(model, dict):
+        bits = [str(model.get("backbone", model_name(desc)))]
+        for key, label in (("family", "family"), ("last_stride", "last stride"), ("neck", "neck"),
+                           ("pretrained", "pretrained")):
+            if key in model:
+                bits.append(f"{label} {model[key]}")
+        model_text = " \u00b7 ".join(bits)
+    else:
+        model_text = model_name(desc)
+    rows = [[_c("Dataset"), _c(desc.get("dataset", DASH))], [_c("Model"), _c(model_text)]]
+    for s in ("stage1", "stage2"):
+        if s in desc or s in exp.histories:
+            rows.append([_c(STAGE_LABELS[s]), _c(_stage_facts(desc.get(s), exp.histories.get(s)))])
+    evals = {s: _eval_facts(exp.metrics[s]) for s in exp.stages if s in exp.metrics}
+    if len(set(evals.values())) == 1:
+        rows.append([_c("Evaluation"), _c(next(iter(evals.values())))])
+    else:
+        for s, text in evals.items():
+            rows.append([_c(f"Evaluation, {STAGE_LABELS[s]}"), _c(text)])
+    return Table(["Setting", "Value"], rows, numeric_from=99)
+
+
+INTRO = (
+    "Stage 1 (the strong baseline) against stage 2 (anchor fine-tuning) of cluster-level feature alignment "
+    "for person re-identification (Chen, Zhang and Fan, arXiv 2008.06810), for every experiment of the workflow."
+)
+
+READING_NOTES: tuple[str, ...] = (
+    "Stage 1 trains the strong baseline (BNNeck, label-smoothed cross-entropy + triplet loss). "
+    "Stage 2 starts from the stage-1 weights and fine-tunes with cross-entropy plus the anchor loss, "
+    "which pulls each training feature towards its identity's anchor.",
+    "Metrics are percentages on the query/gallery split under the standard protocol (gallery images of the "
+    "query's identity taken by the same camera are excluded). R-k: share of queries with a correct match in "
+    "the top k (the CMC curve); mAP: mean average precision; mINP: mean inverse negative penalty, how deep "
+    "the hardest correct match sits.",
+    f"Every {DELTA} is stage 2 {MINUS} stage 1, in percentage points (pp) for metrics; "
+    "green marks an improvement, red a loss.",
+    "Anchor diagnostics are measured on training features of each stage's final model. An identity's anchor is "
+    "the mean feature of its training images. \u201cOwn anchor\u201d is the mean Euclidean distance of a feature to "
+    "its identity's anchor (intra-identity spread: smaller is tighter); \u201cnearest other anchor\u201d is the mean "
+    "distance to the closest anchor of another identity (larger is better separated). Both move with the "
+    "scale of the features, so the table colours only their ratio: a falling own/other ratio means more "
+    "compact, better separated clusters, which is what the anchor loss aims for. It describes the training "
+    "set, not generalisation.",
+    "Learning curves put both stages on one epoch axis: stage-2 epochs continue after stage 1's, at the dashed "
+    "line. The loss terms change between stages, so the total loss jumps there. Diamonds mark the anchor "
+    "distances of each stage's final model.",
+    "Retrieval figures: each row is a query (blue frame) followed by its ten nearest gallery images, "
+    "green when they show the same identity and red otherwise, with the rank, identity, camera and distance.",
+)
+
+
+@dataclass(frozen=True)
+class PlacedFigure:
+    """A figure placed on the page: its file and the caption shown under it."""
+
+    path: Path
+    caption: str
+
+
+def _figures(exp: ExperimentArtifacts, paths: dict[str, Path]) -> dict[str, PlacedFigure]:
+    captions = {
+        LEARNING_CURVES: f"{exp.name}: losses, validation metrics and anchor distances over both stages.",
+        CMC: f"{exp.name}: CMC curves of stage 1 and stage 2.",
+        ANCHORS: f"{exp.name}: mean distance to the own and the nearest other anchor after each stage.",
+        **{key: f"{exp.name}, {STAGE_LABELS[s]}: queries and their top-10 gallery images."
+           for s, key in RETRIEVAL.items()},
+    }
+    out = {}
+    for key in FIGURE_KEYS:
+        if key in paths:
+            p = Path(paths[key])
+            if not p.is_file():
+                raise ArtifactMissingError(f"{p} does not exist; expected the {key} figure of experiment {exp.name!r}")
+            out[key] = PlacedFigure(p, captions[key])
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #444;padding-bottom:.2em}
+h2{margin-top:2em;border-bottom:1px solid #ccc;padding-bottom:.15em}
+h3{margin-top:1.4em}
+table{border-collapse:collapse;margin:.6em 0 1em}
+th,td{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.pos{color:#11702b;background:#e6f4ea;font-weight:600}
+td.neg{color:#b3261e;background:#fce8e6;font-weight:600}
+figure{margin:1em 0}
+figure img{max-width:100%;height:auto;border:1px solid #ddd}
+figcaption{font-size:.9em;color:#555}
+.notes li{margin:.3em 0}
+nav ul{columns:2}
+""".strip()
+
+
+def _slug(name: str, taken: set[str]) -> str:
+    base = "exp-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "x")
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in table.header)
+    body = []
+    for row in table.rows:
+        cells = []
+        for i, cell in enumerate(row):
+            classes = (["num"] if i >= table.numeric_from else []) + ([cell.tone] if cell.tone else [])
+            attr = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{attr}>{_esc(cell.text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def _html_figure(fig: PlacedFigure) -> str:
+    data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(fig.caption)}">'
+            f"<figcaption>{_esc(fig.caption)}</figcaption></figure>")
+
+
+def _md(text: Any) -> str:
+    """Escape text for Markdown (and keep it on one line, for table cells)."""
+    text = re.sub(r"\s*\n\s*", " ", str(text))
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text)
+
+
+def _md_table(table: Table) -> str:
+    lines = ["| " + " | ".join(_md(h) for h in table.header) + " |",
+             "|" + "|".join("---:" if i >= table.numeric_from else "---" for i in range(len(table.header))) + "|"]
+    for row in table.rows:
+        lines.append("| " + " | ".join(_md(c.text) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def _md_figure(fig: PlacedFigure, md_dir: Path) -> str:
+    rel = Path(os.path.relpath(os.path.abspath(fig.path), os.path.abspath(md_dir))).as_posix()
+    return f"![{_md(fig.caption)}]({urllib.parse.quote(rel)})\n\n*{_md(fig.caption)}*"
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One experiment's part of the page, as blocks both renderers walk in the same order."""
+
+    exp: ExperimentArtifacts
+    slug: str
+    figures: dict[str, PlacedFigure]
+
+    def blocks(self) -> Iterable[tuple[str, Any]]:
+        exp, figs = self.exp, self.figures
+        yield "h3", "Setup"
+        yield "table", setup_table(exp)
+        yield "h3", "Stage 1 vs stage 2"
+        yield "table", metrics_table(exp)
+        if LEARNING_CURVES in figs:
+            yield "h3", "Learning curves"
+            yield "figure", figs[LEARNING_CURVES]
+        if CMC in figs:
+            yield "h3", "CMC"
+            yield "figure", figs[CMC]
+        if exp.anchors or ANCHORS in figs:
+            yield "h3", "Anchor diagnostics"
+            if exp.anchors:
+                yield "table", anchor_table(exp)
+            if ANCHORS in figs:
+                yield "figure", figs[ANCHORS]
+        retrieval = [figs[RETRIEVAL[s]] for s in exp.stages if s in RETRIEVAL and RETRIEVAL[s] in figs]
+        if retrieval:
+            yield "h3", "Ranked retrieval"
+            for fig in retrieval:
+                yield "figure", fig
+
+
+def _render_html(title: str, summary: Table, sections: list[_Section]) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{_esc(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
+           f"<h1>{_esc(title)}</h1>", f"<p>{_esc(INTRO)}</p>", "<h2>Summary</h2>", _html_table(summary),
+           "<h2>How to read this report</h2>", '<ul class="notes">',
+           *(f"<li>{_esc(note)}</li>" for note in READING_NOTES), "</ul>"]
+    if sections:
+        out += ["<nav><h2>Experiments</h2><ul>",
+                *(f'<li><a href="#{s.slug}">{_esc(s.exp.name)}</a></li>' for s in sections), "</ul></nav>"]
+    for section in sections:
+        out.append(f'<section id="{section.slug}">')
+        out.append(f"<h2>Experiment {_esc(section.exp.name)}</h2>")
+        for kind, block in section.blocks():
+            if kind == "h3":
+                out.append(f"<h3>{_esc(block)}</h3>")
+            elif kind == "table":
+                out.append(_html_table(block))
+            else:
+                out.append(_html_figure(block))
+        out.append("</section>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def _render_markdown(title: str, summary: Table, sections: list[_Section], md_dir: Path) -> str:
+    out = [f"# {_md(title)}", "", _md(INTRO), "", "## Summary", "", _md_table(summary), "", "## How to read this report", ""]
+    out += [f"- {_md(note)}" for note in READING_NOTES]
+    for section in sections:
+        out += ["", f"## Experiment {_md(section.exp.name)}"]
+        for kind, block in section.blocks():
+            out.append("")
+            if kind == "h3":
+                out.append(f"### {_md(block)}")
+            elif kind == "table":
+                out.append(_md_table(block))
+            else:
+                out.append(_md_figure(block, md_dir))
+    return "\n".join(out) + "\n"
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    # Bytes, not text: io.write_text would encode with the locale's codec, not always UTF-8.
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        tmp.chmod(PUBLISHED_MODE)
+
+
+def write_report(
+    experiments: list[ExperimentArtifacts],
+    figure_paths: dict[str, dict[str, Path]],
+    html_path: str | os.PathLike,
+    md_path: str | os.PathLike,
+    title: str = "ClusterAlign ReID report",
+) -> tuple[Path, Path]:
+    """Write the HTML report (figures inlined) and its Markdown twin; returns both paths.
+
+    `figure_paths` maps an experiment name to ``{figure key: PNG path}`` as returned by
+    `clusteralign.report.figures.make_figures`; the Markdown links to those files relative to
+    its own folder.
+    """
+    names = [exp.name for exp in experiments]
+    if len(set(names)) != len(names):
+        raise ReportInputError(f"experiment names must be unique, got {names}")
+    unknown = sorted(set(figure_paths) - set(names))
+    if unknown:
+        raise ReportInputError(
+            f"figure_paths names experiment(s) {', '.join(unknown)} that are not in the report; "
+            f"experiments: {', '.join(names) or 'none'}"
+        )
+    for name, paths in figure_paths.items():
+        bad = sorted(set(paths) - set(FIGURE_KEYS))
+        if bad:
+            raise ReportInputError(
+                f"figure_paths[{name!r}] has unknown figure key(s) {', '.join(bad)}; expected some of {', '.join(FIGURE_KEYS)}"
+            )
+    html_path, md_path = Path(html_path), Path(md_path)
+    taken: set[str] = set()
+    sections = [_Section(exp, _slug(exp.name, taken), _figures(exp, figure_paths.get(exp.name, {})))
+                for exp in experiments]
+    summary = summary_table(experiments)
+    # The HTML is pure ASCII (character references), so no reader can mistake its encoding.
+    page = _render_html(title, summary, sections).encode("ascii", "xmlcharrefreplace")
+    _write_bytes(html_path, page)
+    _write_bytes(md_path, _render_markdown(title, summary, sections, md_path.parent).encode("utf-8"))
+    return html_path, md_path

@@ -1,0 +1,95 @@
+# Helpers shared by the rules: the typed experiment configs and input functions.
+from clusteralign.config import ConfigError, build_experiment, to_dict
+
+
+def _build_experiments():
+    experiments = {}
+    for name, raw in config["experiments"].items():
+        exp = build_experiment(name, raw, config["models"])
+        if exp.dataset not in config["datasets"]:
+            raise ConfigError(
+                f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
+                f"defined in `datasets`: {', '.join(sorted(config['datasets']))}"
+            )
+        experiments[name] = exp
+    return experiments
+
+
+EXPERIMENTS = _build_experiments()
+STAGES = ("stage1", "stage2")
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    dataset="[A-Za-z0-9_-]+",
+    stage="stage1|stage2",
+
+
+def manifest_of(wildcards):
+    return f"results/datasets/{EXPERIMENTS[wildcards.experiment].dataset}/manifest.csv"
+
+
+def model_params(wildcards):
+    return to_dict(EXPERIMENTS[wildcards.experiment].model)
+
+
+def stage_params(stage):
+    return lambda wildcards: to_dict(getattr(EXPERIMENTS[wildcards.experiment], stage))
+
+
+def section_params(section):
+    return lambda wildcards: to_dict(
+        getattr(EXPERIMENTS[wildcards.experiment], section)
+    )
+
+
+def anchor_params(wildcards):
+    # Both stages' anchor files are computed the way stage 2 consumes them.
+    stage2 = EXPERIMENTS[wildcards.experiment].stage2
+    return {
+        "anchors": to_dict(stage2.anchors),
+        "augment": to_dict(stage2.augment),
+        "device": stage2.device,
+        "amp": stage2.amp,
+        "channels_last": stage2.channels_last,
+    }
+
+
+def inference_params(wildcards):
+    stage = getattr(EXPERIMENTS[wildcards.experiment], wildcards.stage)
+    return {
+        "augment": to_dict(stage.augment),
+        "device": stage.device,
+        "amp": stage.amp,
+        "channels_last": stage.channels_last,
+    }
+
+
+def experiment_description(name):
+    exp = EXPERIMENTS[name]
+    return {
+        "name": name,
+        "dataset": exp.dataset,
+        "model": to_dict(exp.model),
+        "stage1": to_dict(exp.stage1),
+        "stage2": to_dict(exp.stage2),
+        "eval": to_dict(exp.eval),
+    }
+
+
+def report_inputs(wildcards):
+    files = {}
+    for name in EXPERIMENTS:
+        for stage in STAGES:
+            for what in ("history.csv", "anchors.json", "metrics.json", "ranking.json"):
+                files[f"{name}/{stage}/{what}"] = f"results/{name}/{stage}/{what}"
+    return files
+
+
+FIGURES = ("learning_curves", "cmc", "anchors", "retrieval_stage1", "retrieval_stage2")
+
+
+def figure_labels(path):
+    # results/report/<experiment>/<figure>.png
+    parts = path.split("/")
+    return {"experiment": parts[-2], "figure": parts[-1].removesuffix(".png")}

@@ -1,0 +1,137 @@
+"""The real Snakemake workflow: lint, schema, bad config, one full tiny run, and what reruns."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow of this checkout in `workdir` (which holds its own config.yaml)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--resources", "gpu=1", *args]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path) -> Counter:
+    """Rule -> number of jobs a dry run would execute."""
+    out = snakemake(workdir, "-n").stdout
+    if "Nothing to be done" in out:
+        return Counter()
+    table = out.split("Job stats:", 1)[1]
+    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+                    if m.group(1) != "total"})
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_lint_and_format_are_clean():
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "."], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_committed_schema_is_generated_from_the_dataclasses():
+    from clusteralign.schema import render
+
+    assert (ROOT / "schemas/config.schema.yaml").read_text() == render(), (
+        "schemas/config.schema.yaml is stale: run `python -m clusteralign.schema > schemas/config.schema.yaml`"
+    )
+
+
+def test_default_config_dry_runs_before_any_data_exists(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    jobs = planned_jobs(tmp_path)
+    assert jobs["prepare_dataset"] == 1 and jobs["train_stage1"] == 1 and jobs["train_stage2"] == 1
+    assert jobs["evaluate"] == 2 and jobs["report"] == 1
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(optimiser={"lr": 1}), "optimiser"),
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(epochs="two"), "epochs"),
+        (lambda c: c["experiments"]["tiny"].update(model="resnet999"), "unknown model 'resnet999'"),
+        (lambda c: c["experiments"]["tiny"].update(dataset="market"), "unknown dataset 'market'"),
+        (lambda c: c["datasets"]["synthetic"].update(reader="nope"), "nope"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
+    config = copy.deepcopy(TINY)
+    edit(config)
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert needle in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    write_config(workdir, TINY)
+    snakemake(workdir)
+    return workdir
+
+
+def test_full_run_writes_the_report(finished_run):
+    html = (finished_run / "results/report.html").read_text()
+    assert "<img" in html and "data:image/png;base64," in html
+    for stage in ("stage1", "stage2"):
+        for name in ("model.pt", "history.csv", "anchors.json", "metrics.json", "ranking.json"):
+            assert (finished_run / "results/tiny" / stage / name).is_file(), (stage, name)
+    assert (finished_run / "results/tiny/stage1/tb").is_dir()
+    assert (finished_run / "logs/train_stage1/tiny.log").read_text().count("stage1 epoch") == 2
+
+
+def test_finished_workflow_has_nothing_to_do(finished_run):
+    assert planned_jobs(finished_run) == Counter()
+
+
+def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the finished run with an edited config (timestamps and metadata kept)."""
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(workdir, copy_dir, symlinks=True)
+    config = copy.deepcopy(TINY)
+    edit(config)
+    write_config(copy_dir, config)
+    return copy_dir
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        # a stage-2 setting: stage 2 and everything after it, never stage 1
+        (lambda c: c["experiments"]["tiny"]["stage2"].update(optimizer={"lr": 1e-5}),
+         {"train_stage2": 1, "anchors": 1, "extract_features": 1, "evaluate": 1, "report": 1, "all": 1}),
+        # a stage-1 setting: from stage 1 on
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(epochs=3),
+         {"train_stage1": 1, "train_stage2": 1, "anchors": 2, "extract_features": 2, "evaluate": 2, "report": 1,
+          "all": 1}),
+        # an evaluation-only setting: evaluation and the report
+        (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 2, "report": 1, "all": 1}),
+        # a report-only setting: the report
+        (lambda c: c["report"].update(title="another title"), {"report": 1, "all": 1}),
+    ],
+    ids=["stage2", "stage1", "eval", "report"],
+)
+def test_only_what_changed_reruns(finished_run, tmp_path, edit, expected):
+    assert planned_jobs(_edited(finished_run, tmp_path, edit)) == Counter(expected)

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from clusteralign.pipeline.script import workflow_step
+from clusteralign.report import load_experiment, make_figures, write_report
+
+with workflow_step(snakemake):
+    experiments, figures = [], {}
+    for description in snakemake.params.experiments:
+        name = description["name"]
+        exp = load_experiment(name, description, {s: Path("results") / name / s for s in ("stage1", "stage2")})
+        experiments.append(exp)
+        figures[name] = make_figures(exp, Path(snakemake.output.html).parent / "report" / name,
+                                     max_examples=snakemake.params.examples)
+    write_report(experiments, figures, snakemake.output.html, snakemake.output.md, title=snakemake.params.title)

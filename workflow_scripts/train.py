@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from clusteralign.config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, from_dict
+from clusteralign.data.manifest import read_manifest
+from clusteralign.pipeline.script import workflow_step
+from clusteralign.train.trainer import StageSpec, train_stage
+
+with workflow_step(snakemake):
+    inputs, params = snakemake.input, snakemake.params
+    train_stage(
+        StageSpec(
+            name=params.stage_name,
+            manifest=read_manifest(inputs.manifest),
+            model=from_dict(ModelConfig, params.model, "model"),
+            stage=from_dict(StageConfig, params.stage, params.stage_name),
+            features=from_dict(FeatureConfig, params.features, "features"),
+            validation=from_dict(EvalConfig, params.validation, "validation"),
+            out_dir=Path(snakemake.output.model).parent,
+            init_model=Path(inputs.init_model) if "init_model" in inputs.keys() else None,
+            init_anchors=Path(inputs.init_anchors) if "init_anchors" in inputs.keys() else None,
+        )
+    )
