@@ -178,8 +178,14 @@ class StageConfig:
     compile: bool = False
     deterministic: bool = True
     num_threads: Optional[int] = None
+    # Data-parallel processes, one per GPU, started with torchrun by the workflow's training rules.
+    world_size: int = 1
+    # Batch-norm statistics over all processes' batches, so N processes train like one.
+    sync_bn: bool = True
 
     def __post_init__(self) -> None:
+        if self.world_size < 1:
+            raise ConfigError(f"world_size: must be at least 1, got {self.world_size}")
         if self.epochs < 1:
             raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
         if self.num_identities < 2 or self.num_instances < 1:
@@ -345,7 +351,8 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
     # paper's stage-2 recipe, then what the experiment says about stage 2.
     inherited = {k: to_dict(getattr(stage1, k)) for k in
                  ("num_identities", "num_instances", "seed", "augment", "eval_every", "checkpoint_every",
-                  "device", "amp", "channels_last", "compile", "deterministic", "num_threads", "anchors")}
+                  "device", "amp", "channels_last", "compile", "deterministic", "num_threads", "anchors",
+                  "world_size", "sync_bn")}
     stage2_raw = deep_merge(deep_merge(inherited, stage2_defaults()), raw.get("stage2"))
     stage2 = from_dict(StageConfig, stage2_raw, f"{key}.stage2")
     return ExperimentConfig(

@@ -93,3 +93,10 @@ def figure_labels(path):
     # results/report/<experiment>/<figure>.png
     parts = path.split("/")
     return {"experiment": parts[-2], "figure": parts[-1].removesuffix(".png")}
+
+
+def gpus(stage):
+    # One GPU per data-parallel process (a training stage's `world_size`).
+    return lambda wildcards: getattr(
+        EXPERIMENTS[wildcards.experiment], stage
+    ).world_size

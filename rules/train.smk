@@ -12,7 +12,7 @@ rule train_stage1:
         "../envs/clusteralign.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus("stage1"),
         mem_mb=16000,
         runtime=720,
     params:
@@ -66,7 +66,7 @@ rule train_stage2:
         "../envs/clusteralign.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus("stage2"),
         mem_mb=16000,
         runtime=480,
     params:

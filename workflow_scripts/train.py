@@ -3,11 +3,12 @@ from pathlib import Path
 from clusteralign.config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, from_dict
 from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
-from clusteralign.train.trainer import StageSpec, train_stage
+from clusteralign.train.launch import run_stage
+from clusteralign.train.trainer import StageSpec
 
 with workflow_step(snakemake):
     inputs, params = snakemake.input, snakemake.params
-    train_stage(
+    run_stage(
         StageSpec(
             name=params.stage_name,
             manifest=read_manifest(inputs.manifest),
@@ -18,5 +19,6 @@ with workflow_step(snakemake):
             out_dir=Path(snakemake.output.model).parent,
             init_model=Path(inputs.init_model) if "init_model" in inputs.keys() else None,
             init_anchors=Path(inputs.init_anchors) if "init_anchors" in inputs.keys() else None,
-        )
+        ),
+        log_file=Path(snakemake.log[0]),
     )

@@ -11,6 +11,7 @@ from ..losses.center import CenterLoss
 from ..losses.cross_entropy import CrossEntropyLabelSmooth
 from ..losses.triplet import TripletLoss
 from ..models.output import ReIDOutput
+from .distributed import DistContext, all_gather_no_grad, all_gather_with_grad
 
 
 class Objective(nn.Module):
@@ -18,11 +19,15 @@ class Objective(nn.Module):
 
     Multi-branch models contribute one term per branch, summed (as MGN's reference does).
     The anchor term compares the concatenated embedding with the identity's anchor.
+    In a torchrun job the triplet loss mines over the batches of all ranks, as one process
+    with the whole batch would; the other terms are per-sample means, which DDP's gradient
+    averaging already makes global.
     """
 
-    def __init__(self, cfg: LossConfig, num_classes: int, feat_dim: int):
+    def __init__(self, cfg: LossConfig, num_classes: int, feat_dim: int, ctx: DistContext = DistContext()):
         super().__init__()
         self.cfg = cfg
+        self.ctx = ctx
         self.ce = CrossEntropyLabelSmooth(num_classes, epsilon=cfg.label_smoothing) if cfg.ce_weight else None
         # The batch check would read a flag back from the device every step; P x K batches
         # with K >= 2 (enforced by the config) always have positives and negatives.
@@ -45,7 +50,10 @@ class Objective(nn.Module):
             terms["ce"] = sum(self.ce(lg.float(), labels) for lg in out.logits)
             total = total + cfg.ce_weight * terms["ce"]
         if self.triplet is not None:
-            terms["triplet"] = sum(self.triplet(f.float(), labels) for f in out.features)
+            all_labels = all_gather_no_grad(labels, self.ctx)
+            terms["triplet"] = sum(
+                self.triplet(all_gather_with_grad(f.float(), self.ctx), all_labels) for f in out.features
+            )
             total = total + cfg.triplet_weight * terms["triplet"]
         if self.center is not None:
             terms["center"] = sum(self.center(f.float(), labels) for f in out.features)

@@ -30,7 +30,9 @@ from ..eval.rank import evaluate_rank
 from ..io import torch_load, torch_save
 from ..models import build_model
 from ..models.file import ModelFile
+from ..models.output import ReIDOutput
 from . import anchors as anchor_ops
+from . import distributed
 from .augment import AugmentSpec, train_transform
 from .data import SplitData, load_split
 from .features import autocast, extract_features
@@ -179,11 +181,20 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
 
     Writes ``model.pt``, ``history.csv`` and TensorBoard events (``tb/``) under `spec.out_dir`.
     `epoch_budget` stops after that many epochs in this call (for time-limited jobs); the
-    next call continues. Returns the history, or None when stopped early.
+    next call continues. Returns the history (None when stopped early, and on ranks other
+    than 0 of a torchrun job).
     """
     stage, out_dir = spec.stage, Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(stage.device)
+    ctx, device = distributed.setup(stage.device)
+    try:
+        return _train_stage(spec, stage, out_dir, ctx, device, epoch_budget)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distributed.DistContext,
+                 device: torch.device, epoch_budget: int | None) -> pd.DataFrame | None:
     if stage.num_threads:
         torch.set_num_threads(stage.num_threads)
     if stage.deterministic:
@@ -199,14 +210,15 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
     size = cache_size(stage)
     t0 = time.perf_counter()
     train = load_split(manifest, "train", size).to(device)
-    query = load_split(manifest, "query", size)
-    gallery = load_split(manifest, "gallery", size)
+    query = load_split(manifest, "query", size) if ctx.is_main else None
+    gallery = load_split(manifest, "gallery", size) if ctx.is_main else None
     num_classes = int(train.labels.max()) + 1
     label_pids = (manifest[manifest["split"] == "train"].drop_duplicates("label").sort_values("label")["pid"]
                   .astype(int).tolist())
-    log.info("%s: %d training images of %d identities, %d query, %d gallery, decoded in %.1fs on %s",
-             spec.name, len(train.labels), num_classes, len(query.labels), len(gallery.labels),
-             time.perf_counter() - t0, device)
+    if ctx.is_main:
+        log.info("%s: %d training images of %d identities, %d query, %d gallery, decoded in %.1fs on %s%s",
+                 spec.name, len(train.labels), num_classes, len(query.labels), len(gallery.labels),
+                 time.perf_counter() - t0, device, f" x {ctx.world_size} processes" if ctx.enabled else "")
 
     torch.manual_seed(stage.seed)
     # Epochs trained before this stage, so epoch-scheduled parts of a model (ABD-Net's
@@ -220,23 +232,40 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
         epoch_offset = int(init.meta.get("epochs", 0))
     else:
         model = build_model(spec.model, num_classes)
+    if ctx.enabled and stage.sync_bn:
+        model = distributed.convert_sync_batchnorm(model, device)
     model.to(device)
     if stage.channels_last:
         model.to(memory_format=torch.channels_last)
-    objective = Objective(stage.loss, num_classes, model.feature_dim).to(device)
+    objective = Objective(stage.loss, num_classes, model.feature_dim, ctx=ctx).to(device)
     optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, stage.schedule)
     center_opt = (torch.optim.SGD(objective.center.parameters(), lr=stage.loss.center_lr)
                   if objective.center is not None else None)
-    step_model = torch.compile(model) if stage.compile else model
-    gen = torch.Generator(device=device).manual_seed(stage.seed + 1)
-    sampler = PKSampler(train.labels.tolist(), stage.num_identities, stage.num_instances, seed=stage.seed)
+    step_model: nn.Module = model
+    if ctx.enabled:
+        step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if stage.compile:
+        step_model = torch.compile(step_model)
+    # Each rank augments its own images with its own random stream.
+    gen = torch.Generator(device=device).manual_seed(stage.seed + 1 + ctx.rank)
+    sampler = PKSampler(train.labels.tolist(), stage.num_identities, stage.num_instances, seed=stage.seed,
+                        rank=ctx.rank, world_size=ctx.world_size)
     history = History(spec.name)
+
+    def shared_anchors() -> tuple[torch.Tensor, dict[str, float]]:
+        """Fresh anchors computed once (rank 0) and broadcast."""
+        if ctx.is_main:
+            new, diag = fresh_anchors(model, train, num_classes, stage, spec.features, device)
+        else:
+            new, diag = torch.empty(num_classes, model.feat_dim, device=device), {}
+        return distributed.broadcast_(new.contiguous(), ctx), diag
 
     anchors: torch.Tensor | None = None
     if objective.needs_anchors:
         if spec.init_anchors is None:
-            anchors, _ = fresh_anchors(model, train, num_classes, stage, spec.features, device)
+            anchors, _ = shared_anchors()
         else:
             aset = anchor_ops.AnchorSet.load(spec.init_anchors)
             if list(aset.pids) != label_pids:
@@ -248,7 +277,7 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
     start_epoch = 0
     if ckpt_path.is_file():
         ckpt = torch_load(ckpt_path, map_location=device)
-        if ckpt.get("fingerprint") == fingerprint:
+        if ckpt.get("fingerprint") == fingerprint and len(ckpt["rng"]) == ctx.world_size:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -256,26 +285,29 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
             if center_opt is not None:
                 center_opt.load_state_dict(ckpt["center_optimizer"])
             anchors = ckpt["anchors"]
-            _set_rng_state(gen, ckpt["rng"])
+            _set_rng_state(gen, ckpt["rng"][ctx.rank])
             history.restore(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
-            log.info("%s: resuming from %s after epoch %d", spec.name, ckpt_path, start_epoch)
-        else:
-            log.warning("%s: ignoring %s, written for other settings or data", spec.name, ckpt_path)
-    tb_dir = out_dir / "tb"
-    shutil.rmtree(tb_dir, ignore_errors=True)  # re-emitted below from the restored history
-    history.open_tensorboard(tb_dir)
+            if ctx.is_main:
+                log.info("%s: resuming from %s after epoch %d", spec.name, ckpt_path, start_epoch)
+        elif ctx.is_main:
+            log.warning("%s: ignoring %s, written for other settings, data or process count", spec.name, ckpt_path)
+    if ctx.is_main:
+        tb_dir = out_dir / "tb"
+        shutil.rmtree(tb_dir, ignore_errors=True)  # re-emitted below from the restored history
+        history.open_tensorboard(tb_dir)
 
     epochs_run = 0
     for epoch in range(start_epoch, stage.epochs):
         if epoch_budget is not None and epochs_run >= epoch_budget:
             history.close()
-            log.info("%s: stopping after %d epoch(s) as asked; rerun to continue", spec.name, epochs_run)
+            if ctx.is_main:
+                log.info("%s: stopping after %d epoch(s) as asked; rerun to continue", spec.name, epochs_run)
             return None
         if hasattr(model, "set_epoch"):
             model.set_epoch(epoch_offset + epoch)
         row = _train_one_epoch(step_model, objective, optimizer, center_opt, train, sampler, epoch, stage,
-                               anchors, gen, device, amp, spec.name)
+                               anchors, gen, device, amp, spec.name, ctx)
         row["lr"] = scheduler.get_last_lr()[0]
         scheduler.step()
         last = epoch + 1 == stage.epochs
@@ -283,16 +315,19 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
         if objective.needs_anchors or evaluate_now:
             # The model does not change between this epoch's end and the next one's start,
             # so these anchors serve both the diagnostics and the next epoch's targets.
-            new_anchors, diag = fresh_anchors(model, train, num_classes, stage, spec.features, device)
+            new_anchors, diag = shared_anchors()
             row.update(diag)
             if objective.needs_anchors and stage.anchors.update == "epoch":
                 anchors = new_anchors
-        if evaluate_now:
+        if evaluate_now and ctx.is_main:
             row.update(validate(model, query, gallery, spec.features, spec.validation, stage, device))
+        rng_states = distributed.gather_objects(_rng_state(gen), ctx)
+        epochs_run += 1
+        if not ctx.is_main:
+            continue
         history.append(epoch + 1, row)
         history.write_csv(out_dir / "history.csv")
         log.info("%s", history.describe_last(stage.epochs))
-        epochs_run += 1
         if last or (epoch + 1) % stage.checkpoint_every == 0:
             torch_save({
                 "fingerprint": fingerprint,
@@ -303,11 +338,13 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
                 "objective": objective.state_dict(),
                 "center_optimizer": center_opt.state_dict() if center_opt is not None else None,
                 "anchors": anchors,
-                "rng": _rng_state(gen),
+                "rng": rng_states,
                 "history": history.rows,
             }, ckpt_path)
 
     history.close()
+    if not ctx.is_main:
+        return None
     ModelFile(
         model_cfg=spec.model,
         num_classes=num_classes,
@@ -316,6 +353,43 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
         meta={"stage": spec.name, "epochs": epoch_offset + stage.epochs},
     ).save(out_dir / "model.pt")
     return history.frame()
+
+
+def train_step(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    anchors: torch.Tensor | None = None,
+    center_opt: torch.optim.Optimizer | None = None,
+    center_weight: float = 1.0,
+    amp: str = "none",
+    channels_last: bool = False,
+    ctx: distributed.DistContext = distributed.DistContext(),
+) -> tuple[dict[str, torch.Tensor], ReIDOutput]:
+    """One optimisation step on an augmented batch `x`; returns the detached loss terms and the output.
+
+    Nothing here reads a value back to the host, so on a GPU the step never waits.
+    """
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, amp):
+        out = model(x)
+    terms = objective(out, y, anchors)
+    optimizer.zero_grad(set_to_none=True)
+    if center_opt is not None:
+        center_opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    if center_opt is not None:
+        # Undo the loss weight on the centres' gradient, as the strong baseline does; the
+        # centres are outside DDP, so their gradients are averaged here.
+        for p in center_opt.param_groups[0]["params"]:
+            distributed.average_(p.grad, ctx).mul_(1.0 / center_weight)
+        center_opt.step()
+    return {k: v.detach() for k, v in terms.items()}, out
 
 
 def _train_one_epoch(
@@ -332,6 +406,7 @@ def _train_one_epoch(
     device: torch.device,
     amp: str,
     name: str,
+    ctx: distributed.DistContext,
 ) -> dict[str, float]:
     model.train()
     sampler.set_epoch(epoch)
@@ -339,38 +414,32 @@ def _train_one_epoch(
     spec = augment_spec(stage)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=device)
-    progress = _Progress(len(batches), f"{name} epoch {epoch + 1}/{stage.epochs}")
+    progress = _Progress(len(batches) if ctx.is_main else 0, f"{name} epoch {epoch + 1}/{stage.epochs}")
     t0 = time.perf_counter()
     for idx in batches:
-        x = train_transform(train.images[idx], spec, gen)
-        if stage.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         y = train.labels[idx]
-        with autocast(device, amp):
-            out = model(x)
-        terms = objective(out, y, anchors)
-        optimizer.zero_grad(set_to_none=True)
-        if center_opt is not None:
-            center_opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
-        if center_opt is not None:
-            # Undo the loss weight on the centres' gradient, as the strong baseline does.
-            for p in objective.center.parameters():
-                p.grad.mul_(1.0 / stage.loss.center_weight)
-            center_opt.step()
+        terms, out = train_step(
+            model, objective, optimizer, train_transform(train.images[idx], spec, gen), y, anchors=anchors,
+            center_opt=center_opt, center_weight=stage.loss.center_weight, amp=amp,
+            channels_last=stage.channels_last, ctx=ctx,
+        )
         if anchors is not None and stage.anchors.update == "momentum":
-            anchor_ops.momentum_update(anchors, out.embedding().detach(), y, stage.anchors.momentum)
+            # Every rank applies the whole global batch, so the anchors stay identical.
+            anchor_ops.momentum_update(anchors, distributed.all_gather_no_grad(out.embedding().detach(), ctx),
+                                       distributed.all_gather_no_grad(y, ctx), stage.anchors.momentum)
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v.detach()
+            sums[k] = sums.get(k, 0) + v
         correct += (out.logits[0].argmax(1) == y).sum()
         progress.update()
     progress.close()
+    for v in sums.values():
+        distributed.average_(v, ctx)
+    distributed.average_(correct, ctx)
     n_batches = max(len(batches), 1)
     n_images = n_batches * batches.shape[1] if len(batches) else 0
     row = {f"loss_{k}": float(v) / n_batches for k, v in sums.items()}
     row["train_acc"] = float(correct) / max(n_images, 1)
     elapsed = time.perf_counter() - t0
     row["train_seconds"] = elapsed
-    row["images_per_second"] = n_images / elapsed if elapsed > 0 else math.nan
+    row["images_per_second"] = n_images * ctx.world_size / elapsed if elapsed > 0 else math.nan
     return row

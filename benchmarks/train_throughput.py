@@ -1,0 +1,165 @@
+"""Is the training step compute-bound? Model-only vs full-step throughput, and FLOP/s.
+
+Two measurements on the same batch shape, same model, objective and optimizer:
+
+  model-only: forward + loss + backward + optimizer step on an already augmented float batch
+              that sits on the device (the best the data path could ever allow);
+  full step:  the trainer's real path — index a P x K batch out of the uint8 image cache held on
+              the device, augment it there (resize, flip, pad+crop, normalise, random erasing),
+              then the same step (clusteralign.train.trainer.train_step).
+
+Their ratio is the data path's efficiency (1.0 = free). FLOPs per image come from
+torch.utils.flop_counter; on a GPU the achieved rate is compared with the device's dense bf16
+peak when known. Examples:
+
+    python benchmarks/train_throughput.py                                   # CPU-sized default
+    python benchmarks/train_throughput.py --backbone resnet50 --height 256 --width 128 \\
+        --cache-height 128 --cache-width 64 --amp bf16 --channels-last --device cuda
+    python benchmarks/train_throughput.py --family mgn --height 384 --width 128 --device cuda --amp bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, StageConfig
+from clusteralign.models import build_model
+from clusteralign.train.augment import train_transform
+from clusteralign.train.objective import Objective
+from clusteralign.train.sampler import PKSampler
+from clusteralign.train.schedule import build_optimizer
+from clusteralign.train.trainer import augment_spec, resolve_device, train_step
+
+# Dense bf16 tensor-core peak in TFLOP/s (vendor data sheets, SXM parts).
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak, if it is in the table."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per call of `fn`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="baseline")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--base-width", type=int, default=64)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--cache-height", type=int, default=None, help="decoded-image cache size (default: input)")
+    p.add_argument("--cache-width", type=int, default=None)
+    p.add_argument("--num-identities", type=int, default=16, help="P")
+    p.add_argument("--num-instances", type=int, default=4, help="K")
+    p.add_argument("--num-images", type=int, default=2000, help="images in the in-memory cache")
+    p.add_argument("--num-classes", type=int, default=500)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", default="none", choices=["none", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
+    augment = AugmentConfig(height=args.height, width=args.width, cache_height=args.cache_height,
+                            cache_width=args.cache_width)
+    stage = StageConfig(num_identities=args.num_identities, num_instances=args.num_instances, augment=augment,
+                        amp=args.amp, channels_last=args.channels_last)
+    model = build_model(ModelConfig(family=args.family, backbone=args.backbone, base_width=args.base_width),
+                        args.num_classes, load_pretrained=False).to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    objective = Objective(LossConfig(), args.num_classes, model.feature_dim).to(device)
+    optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=device.type == "cuda")
+    step_model = torch.compile(model) if args.compile else model
+    model.train()
+
+    cache_hw = (args.cache_height or args.height, args.cache_width or args.width)
+    images = torch.randint(0, 256, (args.num_images, 3, *cache_hw), dtype=torch.uint8, device=device)
+    labels = torch.arange(args.num_images, device=device) % args.num_classes
+    sampler = PKSampler(labels.tolist(), args.num_identities, args.num_instances, seed=0)
+    batches = torch.tensor(list(sampler), dtype=torch.long, device=device)
+    spec = augment_spec(stage)
+    gen = torch.Generator(device=device).manual_seed(1)
+    batch = batches.shape[1]
+
+    x_fixed = train_transform(images[batches[0]], spec, gen)
+    y_fixed = labels[batches[0]]
+    kw = dict(amp=stage.amp, channels_last=stage.channels_last)
+
+    def model_only() -> None:
+        train_step(step_model, objective, optimizer, x_fixed, y_fixed, **kw)
+
+    counter = iter(range(10**9))
+
+    def full_step() -> None:
+        idx = batches[next(counter) % len(batches)]
+        train_step(step_model, objective, optimizer, train_transform(images[idx], spec, gen), labels[idx], **kw)
+
+    def augment_only() -> None:
+        train_transform(images[batches[next(counter) % len(batches)]], spec, gen)
+
+    # FLOPs of one forward and one full step (forward + backward) on this batch shape.
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            model(x_fixed)
+    fwd_flops = fc.get_total_flops() / batch
+    with FlopCounterMode(display=False) as fc:
+        train_step(model, objective, optimizer, x_fixed, y_fixed, **kw)
+    step_flops = fc.get_total_flops() / batch
+
+    t_model = timed(model_only, args.steps, args.warmup, device)
+    t_full = timed(full_step, args.steps, args.warmup, device)
+    t_aug = timed(augment_only, args.steps, args.warmup, device)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, " \
+        f"{torch.get_num_threads()} threads)"
+    print(f"device            {name}")
+    print(f"model             {args.family}/{args.backbone} width {args.base_width}, input {args.height}x{args.width}, "
+          f"cache {cache_hw[0]}x{cache_hw[1]}, batch {batch} ({args.num_identities}x{args.num_instances}), "
+          f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
+    print(f"FLOPs per image   forward {fwd_flops / 1e9:.2f} GFLOP, step {step_flops / 1e9:.2f} GFLOP")
+    print(f"model-only        {batch / t_model:10.1f} img/s  ({1e3 * t_model:.1f} ms/step)")
+    print(f"full step         {batch / t_full:10.1f} img/s  ({1e3 * t_full:.1f} ms/step)")
+    print(f"augmentation only {batch / t_aug:10.1f} img/s  ({1e3 * t_aug:.1f} ms/batch)")
+    print(f"data-path ratio   {t_model / t_full:10.3f}  (full / model-only throughput)")
+    achieved = step_flops * batch / t_full / 1e12
+    peak = peak_tflops(device)
+    line = f"achieved          {achieved:10.2f} TFLOP/s"
+    if peak:
+        line += f"  = {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
