@@ -8,7 +8,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A --configfile (e.g. configs/market1501.yaml) replaces the default experiments instead of
+# adding to them.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # No schema defaults are filled in: stage 2's defaults differ from stage 1's, and the
