@@ -1,34 +1,63 @@
-"""ImageNet weights for the backbones, from the local torch cache or a file; never a silent download."""
+"""ImageNet weights for the backbones, from the local torch cache or a file; never a silent download.
+
+torchvision's backbones use its own ImageNet files; ResNet-50-IBN-a and SE-ResNeXt-50 their
+authors' public checkpoints. All are looked up in the same torch hub cache
+(``$TORCH_HOME/hub/checkpoints``), loaded with ``weights_only=True`` and checked key by key.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .ibn import IBN_A_WEIGHTS
+from .senet import SE_RESNEXT_CLASSIFIER_PREFIX, SE_RESNEXT_WEIGHTS
+
 log = logging.getLogger(__name__)
 
 
 class PretrainedWeightsError(FileNotFoundError):
-    """Pretrained weights were asked for but are not where they should be."""
+    """Pretrained weights were asked for but are not where they should be, or do not fit."""
 
 
-def _torchvision_weights(arch: str):
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a backbone's ImageNet checkpoint comes from and what to drop from it."""
+
+    url: str
+    classifier_prefix: str
+    # torchvision-style file names carry a SHA-256 prefix that torch.hub can check.
+    check_hash: bool
+
+
+# Public checkpoints that torchvision does not ship.
+PUBLIC_WEIGHTS: dict[str, WeightSource] = {
+    **{name: WeightSource(url, "fc.", True) for name, url in IBN_A_WEIGHTS.items()},
+    **{name: WeightSource(url, SE_RESNEXT_CLASSIFIER_PREFIX, False) for name, url in SE_RESNEXT_WEIGHTS.items()},
+}
+
+
+def weight_source(arch: str) -> WeightSource:
+    """The ImageNet checkpoint of backbone `arch`."""
+    if arch in PUBLIC_WEIGHTS:
+        return PUBLIC_WEIGHTS[arch]
     import torchvision
 
     try:
-        return torchvision.models.get_model_weights(arch).DEFAULT
+        url = torchvision.models.get_model_weights(arch).DEFAULT.url
     except (ValueError, KeyError) as err:
-        raise PretrainedWeightsError(f"torchvision has no ImageNet weights for {arch!r}") from err
+        raise PretrainedWeightsError(f"no ImageNet weights are known for backbone {arch!r}") from err
+    return WeightSource(url, "fc.", True)
 
 
 def imagenet_cache_path(arch: str) -> Path:
-    """Where torch.hub keeps torchvision's ImageNet weights for `arch`."""
-    url = _torchvision_weights(arch).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    """Where torch.hub keeps the ImageNet weights of `arch`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weight_source(arch).url)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -41,31 +70,38 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def _cached_imagenet_file(arch: str, allow_download: bool) -> Path:
+    source, path = weight_source(arch), imagenet_cache_path(arch)
+    if path.is_file():
+        return path
+    if not allow_download:
+        raise PretrainedWeightsError(
+            f"ImageNet weights for {arch} are not in the local torch cache. Expected {path} "
+            f"(download {source.url} and put it there, or set TORCH_HOME), or give the model a "
+            f"file path in `pretrained:`, or set `allow_download: true` to fetch it."
+        )
+    log.info("downloading %s to %s", source.url, path)
+    torch.hub.load_state_dict_from_url(source.url, model_dir=str(path.parent), progress=True,
+                                       check_hash=source.check_hash)
+    return path
+
+
 def load_backbone_weights(trunk: nn.Module, arch: str, spec: str, allow_download: bool = False) -> None:
     """Load `spec` ("none", "imagenet", or a file path) into `trunk`, checking keys strictly.
 
-    The classifier of an ImageNet checkpoint (``fc.*``) is dropped; every other key must match.
+    The checkpoint's ImageNet classifier is dropped; every other key must match.
     """
     if spec == "none":
         return
     if spec == "imagenet":
-        path = imagenet_cache_path(arch)
-        if not path.is_file():
-            url = _torchvision_weights(arch).url
-            if not allow_download:
-                raise PretrainedWeightsError(
-                    f"ImageNet weights for {arch} are not in the local torch cache. Expected {path} "
-                    f"(download {url} and put it there, or set TORCH_HOME), or give the model a "
-                    f"file path in `pretrained:`, or set `allow_download: true` to fetch it."
-                )
-            log.info("downloading %s to %s", url, path)
-            torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), progress=True, check_hash=True)
+        path = _cached_imagenet_file(arch, allow_download)
     else:
         path = Path(spec)
         if not path.is_file():
             raise PretrainedWeightsError(f"pretrained weights file {path} does not exist (from `pretrained: {spec}`)")
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
-    hint = "(is the architecture right, and base_width 64 as in torchvision?)"
+    prefix = PUBLIC_WEIGHTS[arch].classifier_prefix if arch in PUBLIC_WEIGHTS else "fc."
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(prefix)}
+    hint = "(is the architecture right, and base_width 64 as in the published network?)"
     try:
         result = trunk.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
