@@ -224,6 +224,14 @@ class ExperimentConfig:
     # evaluation (say, switching re-ranking on) never retrains a stage.
     validation: EvalConfig
     eval: EvalConfig
+    # Also train stage 2 without the anchor loss (same start, schedule and seed): the report
+    # then separates what the anchor loss buys from what more training at a small lr buys.
+    control: bool = False
+
+    @property
+    def stage2_control(self) -> StageConfig:
+        """Stage 2 with the anchor loss switched off."""
+        return dataclasses.replace(self.stage2, loss=dataclasses.replace(self.stage2.loss, anchor_weight=0.0))
 
 
 # --------------------------------------------------------------------------- building
@@ -342,7 +350,7 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         raise ConfigError(
             f"{key}.model: unknown model {model_name!r}; defined in `models`: {', '.join(sorted(models)) or 'none'}"
         )
-    allowed = {"dataset", "model", "stage1", "stage2", "features", "validation", "eval"}
+    allowed = {"dataset", "model", "stage1", "stage2", "features", "validation", "eval", "control"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -364,4 +372,5 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         features=from_dict(FeatureConfig, raw.get("features"), f"{key}.features"),
         validation=from_dict(EvalConfig, raw.get("validation"), f"{key}.validation"),
         eval=from_dict(EvalConfig, raw.get("eval"), f"{key}.eval"),
+        control=_convert(raw.get("control", False), bool, f"{key}.control"),
     )

@@ -88,6 +88,7 @@ def config_schema() -> dict[str, Any]:
             "features": dataclass_schema(FeatureConfig),
             "validation": dataclass_schema(EvalConfig),
             "eval": dataclass_schema(EvalConfig),
+            "control": {"type": "boolean", "description": "Also train stage 2 without the anchor loss."},
         },
     }
     report = {

@@ -22,7 +22,7 @@ STAGES = ("stage1", "stage2")
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     dataset="[A-Za-z0-9_-]+",
-    stage="stage1|stage2",
+    stage="stage1|stage2|stage2_control",
 
 
 def manifest_of(wildcards):
@@ -74,13 +74,14 @@ def experiment_description(name):
         "stage1": to_dict(exp.stage1),
         "stage2": to_dict(exp.stage2),
         "eval": to_dict(exp.eval),
+        "control": exp.control,
     }
 
 
 def report_inputs(wildcards):
     files = {}
-    for name in EXPERIMENTS:
-        for stage in STAGES:
+    for name, exp in EXPERIMENTS.items():
+        for stage in STAGES + (("stage2_control",) if exp.control else ()):
             for what in ("history.csv", "anchors.json", "metrics.json", "ranking.json"):
                 files[f"{name}/{stage}/{what}"] = f"results/{name}/{stage}/{what}"
     return files

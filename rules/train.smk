@@ -77,3 +77,31 @@ rule train_stage2:
         validation=section_params("validation"),
     script:
         "../workflow_scripts/train.py"
+
+
+rule train_stage2_control:
+    input:
+        manifest=manifest_of,
+        init_model="results/{experiment}/stage1/model.pt",
+    output:
+        model="results/{experiment}/stage2_control/model.pt",
+        history="results/{experiment}/stage2_control/history.csv",
+    log:
+        "logs/train_stage2_control/{experiment}.log",
+    benchmark:
+        "results/benchmarks/train_stage2_control/{experiment}.tsv"
+    conda:
+        "../envs/clusteralign.yaml"
+    threads: 2
+    resources:
+        gpu=gpus("stage2_control"),
+        mem_mb=16000,
+        runtime=480,
+    params:
+        stage_name="stage2_control",
+        model=model_params,
+        stage=stage_params("stage2_control"),
+        features=section_params("features"),
+        validation=section_params("validation"),
+    script:
+        "../workflow_scripts/train.py"

@@ -75,3 +75,11 @@ def test_triplet_needs_two_images_per_identity():
     # stage 2 has no triplet term by default, so K = 1 is fine there
     exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage2": {"num_instances": 1}}, MODELS)
     assert exp.stage2.num_instances == 1
+
+
+def test_control_is_stage2_without_the_anchor_loss():
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "control": True, "stage2": {"epochs": 7}}, MODELS)
+    assert exp.control and exp.stage2_control.loss.anchor_weight == 0.0
+    assert exp.stage2_control.epochs == 7 and exp.stage2_control.optimizer == exp.stage2.optimizer
+    with pytest.raises(ConfigError, match="experiments.e.control"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "control": "yes"}, MODELS)

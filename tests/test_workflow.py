@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -95,11 +96,13 @@ def finished_run(tmp_path_factory):
 def test_full_run_writes_the_report(finished_run):
     html = (finished_run / "results/report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
-    for stage in ("stage1", "stage2"):
+    for stage in ("stage1", "stage2", "stage2_control"):
         for name in ("model.pt", "history.csv", "anchors.json", "metrics.json", "ranking.json"):
             assert (finished_run / "results/tiny" / stage / name).is_file(), (stage, name)
     assert (finished_run / "results/tiny/stage1/tb").is_dir()
     assert (finished_run / "logs/train_stage1/tiny.log").read_text().count("stage1 epoch") == 2
+    control = pd.read_csv(finished_run / "results/tiny/stage2_control/history.csv")
+    assert "loss_anchor" not in control and "loss_anchor" in pd.read_csv(finished_run / "results/tiny/stage2/history.csv")
 
 
 def test_finished_workflow_has_nothing_to_do(finished_run):
@@ -121,13 +124,14 @@ def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
     [
         # a stage-2 setting: stage 2 and everything after it, never stage 1
         (lambda c: c["experiments"]["tiny"]["stage2"].update(optimizer={"lr": 1e-5}),
-         {"train_stage2": 1, "anchors": 1, "extract_features": 1, "evaluate": 1, "report": 1, "all": 1}),
+         {"train_stage2": 1, "train_stage2_control": 1, "anchors": 2, "extract_features": 2, "evaluate": 2,
+          "report": 1, "all": 1}),
         # a stage-1 setting: from stage 1 on
         (lambda c: c["experiments"]["tiny"]["stage1"].update(epochs=3),
-         {"train_stage1": 1, "train_stage2": 1, "anchors": 2, "extract_features": 2, "evaluate": 2, "report": 1,
-          "all": 1}),
+         {"train_stage1": 1, "train_stage2": 1, "train_stage2_control": 1, "anchors": 3, "extract_features": 3,
+          "evaluate": 3, "report": 1, "all": 1}),
         # an evaluation-only setting: evaluation and the report
-        (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 2, "report": 1, "all": 1}),
+        (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 3, "report": 1, "all": 1}),
         # a report-only setting: the report
         (lambda c: c["report"].update(title="another title"), {"report": 1, "all": 1}),
     ],
