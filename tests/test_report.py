@@ -1,4 +1,8 @@
-"""The report: artifact loading, figures and the HTML/Markdown pages, on two small fake experiments."""
+"""The report: artifact loading, figures and the HTML/Markdown pages, on two small fake experiments.
+
+A second report gives "alpha" the stage-2 control run (stage 2 without anchor loss) and leaves
+"beta" without one.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from PIL import Image
 
 from clusteralign.config import build_experiment, to_dict
 from clusteralign.report import (
+    CONTROL,
     FIGURE_KEYS,
     ArtifactError,
     ArtifactMissingError,
@@ -33,9 +38,11 @@ FINAL = {
     "alpha": {"stage1": {"R1": 0.8012, "mAP": 0.6234, "mINP": 0.3101}, "stage2": {"R1": 0.8157, "mAP": 0.6571, "mINP": 0.3420}},
     "beta": {"stage1": {"R1": 0.7000, "mAP": 0.5000, "mINP": 0.2000}, "stage2": {"R1": 0.7000, "mAP": 0.4870, "mINP": 0.1900}},
 }
-ANCHORS = {"stage1": (0.82, 1.31), "stage2": (0.47, 1.12)}
+# alpha's control: better than stage 1 (longer training helps a little), worse than stage 2.
+FINAL_CONTROL = {"R1": 0.8049, "mAP": 0.6318, "mINP": 0.3187}
+ANCHORS = {"stage1": (0.82, 1.31), "stage2": (0.47, 1.12), CONTROL: (0.74, 1.27)}
 DATASETS = {"alpha": "market1501", "beta": "duke <test & co>"}
-EPOCHS = {"stage1": 6, "stage2": 4}
+EPOCHS = {"stage1": 6, "stage2": 4, CONTROL: 4}
 IMAGES = [f"data/{pid:04d}_c{cam}_{i}.jpg" for pid in range(4) for cam in (1, 2) for i in range(2)]
 
 
@@ -66,7 +73,8 @@ def _history(stage: str, rng: np.random.Generator, final: dict[str, float]) -> p
         rows["loss_triplet"] = 0.8 * np.exp(-epochs / 2) + 0.05
         rows["lr"] = np.minimum(epochs / 3, 1.0) * 3.5e-4
     else:
-        rows["loss_anchor"] = 0.02 * np.exp(-epochs / 2) + 0.004
+        if stage == "stage2":  # the control trains with the anchor weight at 0: no anchor term
+            rows["loss_anchor"] = 0.02 * np.exp(-epochs / 2) + 0.004
         rows["lr"] = np.full(n, 3.5e-6)
     rows["loss_total"] = sum(v for k, v in rows.items() if k.startswith("loss_"))
     rows["train_acc"] = np.linspace(0.2, 0.95, n)
@@ -103,21 +111,29 @@ def _ranking(rng: np.random.Generator) -> dict:
     return {"examples": examples}
 
 
-def build_workspace(root: Path) -> tuple[dict[str, dict], dict[str, dict[str, Path]]]:
-    """Write images and both experiments' stage artifacts under `root`; returns descriptions and stage dirs."""
+def build_workspace(root: Path, control: tuple[str, ...] = ()) -> tuple[dict[str, dict], dict[str, dict[str, Path]]]:
+    """Write images and both experiments' stage artifacts under `root`; returns descriptions and stage dirs.
+
+    Experiments named in `control` get ``control: true`` and the artifacts of the control run.
+    """
     _write_images(root)
     rng = np.random.default_rng(0)
+    # The control draws from its own generator, so every other artifact is the same with or without it.
+    control_rng = np.random.default_rng(1)
     descriptions, stage_dirs = {}, {}
     for name, final in FINAL.items():
-        cfg = build_experiment(name, {"dataset": DATASETS[name], "model": "r50",
-                                      "stage1": {"epochs": EPOCHS["stage1"]}, "stage2": {"epochs": EPOCHS["stage2"]}},
-                               {"r50": {"backbone": "resnet50"}})
-        descriptions[name] = to_dict(cfg)
+        raw = {"dataset": DATASETS[name], "model": "r50",
+               "stage1": {"epochs": EPOCHS["stage1"]}, "stage2": {"epochs": EPOCHS["stage2"]}}
+        if name in control:
+            raw["control"] = True
+            final = {**final, CONTROL: FINAL_CONTROL}
+        descriptions[name] = to_dict(build_experiment(name, raw, {"r50": {"backbone": "resnet50"}}))
         stage_dirs[name] = {}
-        for stage in ("stage1", "stage2"):
+        for stage in final:
+            stage_rng = control_rng if stage == CONTROL else rng
             d = Path("results") / name / stage
             (root / d).mkdir(parents=True)
-            _history(stage, rng, final[stage]).to_csv(root / d / "history.csv", index=False)
+            _history(stage, stage_rng, final[stage]).to_csv(root / d / "history.csv", index=False)
             cmc = _cmc(final[stage]["R1"])
             metrics = {**final[stage], "R1": cmc[0], "R5": cmc[4], "R10": cmc[9], "cmc": cmc, "num_valid": 40,
                        "num_skipped": 2, "rerank": False, "metric": "euclidean", "num_query": 42, "num_gallery": 300}
@@ -125,14 +141,14 @@ def build_workspace(root: Path) -> tuple[dict[str, dict], dict[str, dict[str, Pa
             own, other = ANCHORS[stage]
             (root / d / "anchors.json").write_text(
                 json.dumps({"anchor_dist_own": own, "anchor_dist_other": other, "num_identities": 4}))
-            (root / d / "ranking.json").write_text(json.dumps(_ranking(rng)))
+            (root / d / "ranking.json").write_text(json.dumps(_ranking(stage_rng)))
             stage_dirs[name][stage] = d
     return descriptions, stage_dirs
 
 
-def run_report(root: Path) -> dict:
+def run_report(root: Path, control: tuple[str, ...] = ()) -> dict:
     """The workflow's report step, run inside `root` (image paths are relative to it)."""
-    descriptions, stage_dirs = build_workspace(root)
+    descriptions, stage_dirs = build_workspace(root, control)
     experiments = [load_experiment(n, descriptions[n], stage_dirs[n]) for n in FINAL]
     figures = {exp.name: make_figures(exp, Path("results/report_figures") / exp.name) for exp in experiments}
     html_path, md_path = write_report(experiments, figures, "results/report.html", "results/report.md",
@@ -147,6 +163,17 @@ def report(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         out = run_report(root)
+        out["root"] = root
+        yield out
+
+
+@pytest.fixture(scope="module")
+def control_report(tmp_path_factory):
+    """The report with alpha's control run (beta has none)."""
+    root = tmp_path_factory.mktemp("control_report")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        out = run_report(root, control=("alpha",))
         out["root"] = root
         yield out
 
@@ -408,3 +435,148 @@ def test_partial_description_is_shown_as_given(report, tmp_path):
     assert setup["Model"] == "r50-ibn"
     assert setup["Stage 2 (anchor)"].startswith("40 epochs \u00b7 lr 3.5e-6 \u00b7 anchor loss l1 \u00d70.5")
     assert "trained 6 epochs in 75 s (256 img/s)" in setup["Stage 1 (baseline)"]
+
+
+# --------------------------------------------------------------------------- the stage-2 control run
+
+CONTROL_ROW = "Stage 2 without anchor loss (control)"
+CONTROL_GREY = (127, 127, 127)  # the control's colour in the CMC and anchor figures
+
+
+def _section(md: str, name: str) -> str:
+    start = md.index(f"## Experiment {name}")
+    end = md.find("\n## Experiment ", start + 1)
+    return md[start:] if end < 0 else md[start:end]
+
+
+def _grey_pixels(path: Path) -> int:
+    with Image.open(path) as img:
+        return int(np.all(np.asarray(img.convert("RGB")) == CONTROL_GREY, axis=-1).sum())
+
+
+def test_control_is_loaded_only_where_the_description_asks(control_report):
+    alpha, beta = control_report["experiments"]
+    assert alpha.description["control"] is True and alpha.has_control
+    assert alpha.stages == ["stage1", "stage2", CONTROL]
+    assert "loss_anchor" not in alpha.histories[CONTROL]
+    assert alpha.metrics[CONTROL]["mAP"] == pytest.approx(FINAL_CONTROL["mAP"])
+    assert alpha.anchors[CONTROL]["anchor_dist_own"] == pytest.approx(ANCHORS[CONTROL][0])
+    assert beta.description["control"] is False and not beta.has_control and beta.stages == ["stage1", "stage2"]
+
+
+def test_control_epochs_follow_stage1_like_stage2(control_report):
+    exp = control_report["experiments"][0]
+    df = combined_history(exp)
+    stage2, control = df[df["stage"] == "stage2"], df[df["stage"] == CONTROL]
+    assert list(control["epoch"]) == [1, 2, 3, 4]
+    assert list(control["global_epoch"]) == list(stage2["global_epoch"]) == [7, 8, 9, 10]
+    assert stage_boundaries(exp) == [6.5]  # one boundary: the control does not start a third stage
+
+
+@pytest.mark.parametrize("filename", ["history.csv", "metrics.json", "anchors.json", "ranking.json"])
+def test_missing_control_artifact_names_the_file(tmp_path, monkeypatch, filename):
+    monkeypatch.chdir(tmp_path)
+    descriptions, stage_dirs = build_workspace(tmp_path, control=("alpha",))
+    missing = stage_dirs["alpha"][CONTROL] / filename
+    missing.unlink()
+    with pytest.raises(ArtifactMissingError, match=re.escape(str(missing))):
+        load_experiment("alpha", descriptions["alpha"], stage_dirs["alpha"])
+
+
+def test_control_folder_must_agree_with_the_description(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    descriptions, stage_dirs = build_workspace(tmp_path, control=("alpha",))
+    without = {s: d for s, d in stage_dirs["alpha"].items() if s != CONTROL}
+    with pytest.raises(ArtifactMissingError, match=r"control: true .*'stage2_control'.*results/alpha/stage2_control"):
+        load_experiment("alpha", descriptions["alpha"], without)
+    # A control folder the config does not ask for is refused rather than silently shown or dropped.
+    with pytest.raises(ArtifactError, match=r"'stage2_control' folder .* does not say control: true"):
+        load_experiment("alpha", {**descriptions["alpha"], "control": False}, stage_dirs["alpha"])
+    with pytest.raises(ArtifactError, match=r"'control' must be true or false, got 'yes'"):
+        load_experiment("alpha", {**descriptions["alpha"], "control": "yes"}, stage_dirs["alpha"])
+
+
+def test_control_figures_add_a_curve_and_bars(control_report, report):
+    figs, plain = control_report["figures"], report["figures"]
+    # No retrieval grid for the control: the figure set is the same as without it.
+    assert set(figs["alpha"]) == set(figs["beta"]) == set(FIGURE_KEYS)
+    for path in figs["alpha"].values():
+        with Image.open(control_report["root"] / path) as img:
+            assert img.format == "PNG"
+            img.verify()
+    for key in ("learning_curves", "cmc", "anchors"):
+        with_control = (control_report["root"] / figs["alpha"][key]).read_bytes()
+        assert with_control != (report["root"] / plain["alpha"][key]).read_bytes(), key
+        # beta has no control: its figures are exactly those of the report without any control.
+        beta, beta_plain = (r["root"] / r["figures"]["beta"][key] for r in (control_report, report))
+        assert beta.read_bytes() == beta_plain.read_bytes(), key
+    for key in ("cmc", "anchors"):
+        # Anti-aliased text has a few pixels of that grey too; the control's curve or bars add hundreds.
+        grey, grey_plain = (_grey_pixels(r["root"] / r["figures"]["alpha"][key]) for r in (control_report, report))
+        assert grey > grey_plain + 300, key
+
+
+def test_control_rows_and_deltas_in_markdown(control_report):
+    md = control_report["md"].read_text(encoding="utf-8")
+    s2, c = FINAL["alpha"]["stage2"], FINAL_CONTROL
+    summary = _md_table_after(md, "## Summary")
+    assert summary[0][-1] == "\u0394 mAP vs control (pp)" and all(len(row) == 10 for row in summary)
+    vs_control = f"{100 * (s2['mAP'] - c['mAP']):+.1f}"
+    assert vs_control == "+2.5"
+    assert summary[2][-1] == vs_control and summary[2][-2] == "+3.4"
+    assert summary[3][0] == "beta" and summary[3][-1] == "\u2014"
+
+    alpha = _section(md, "alpha")
+    setup = {row[0]: row[1] for row in _md_table_after(alpha, "### Setup")[2:]}
+    assert "CE \u00d71" in setup[CONTROL_ROW] and "anchor loss mse" not in setup[CONTROL_ROW]
+    assert "trained 4 epochs" in setup[CONTROL_ROW]
+
+    per_stage = _md_table_after(alpha, "### Stage 1 vs stage 2 vs control")
+    labels = [row[0] for row in per_stage[2:]]
+    assert labels == ["Stage 1 (baseline)", "Stage 2 (anchor)", CONTROL_ROW, "\u0394 stage 2 \u2212 stage 1 (pp)",
+                      "\u0394 stage 2 \u2212 control (anchor loss alone, pp)"]
+    cmc2, cmcc = _cmc(s2["R1"]), _cmc(c["R1"])
+    values2 = (cmc2[0], cmc2[4], cmc2[9], s2["mAP"], s2["mINP"])
+    values_c = (cmcc[0], cmcc[4], cmcc[9], c["mAP"], c["mINP"])
+    assert per_stage[4][1:] == [f"{100 * v:.1f}" for v in values_c]
+    expected = [f"{100 * (a - b):+.1f}" for a, b in zip(values2, values_c)]
+    assert per_stage[6][1:] == [e.lstrip("+-") if float(e) == 0 else e for e in expected]
+    assert per_stage[6][4] == vs_control
+
+    anchors = _md_table_after(alpha, "### Anchor diagnostics")
+    (own2, other2), (own_c, other_c) = ANCHORS["stage2"], ANCHORS[CONTROL]
+    assert anchors[4] == [CONTROL_ROW, f"{own_c:.4g}", f"{other_c:.4g}", f"{own_c / other_c:.3f}", "4"]
+    assert anchors[6][:4] == ["\u0394 stage 2 \u2212 control (anchor loss alone)", f"{own2 - own_c:+.4g}",
+                              f"{other2 - other_c:+.4g}", f"{own2 / other2 - own_c / other_c:+.3f}"]
+
+
+def test_experiment_without_control_shows_no_control(control_report, report):
+    beta = _section(control_report["md"].read_text(encoding="utf-8"), "beta")
+    assert "control" not in beta
+    assert [row[0] for row in _md_table_after(beta, "### Stage 1 vs stage 2")[2:]] == [
+        "Stage 1 (baseline)", "Stage 2 (anchor)", "\u0394 stage 2 \u2212 stage 1 (pp)"]
+    # A report where no experiment has a control says nothing about one: no column, note, row or caption.
+    for page in (report["html"].read_text(encoding="ascii"), report["md"].read_text(encoding="utf-8")):
+        assert "control" not in page
+
+
+def test_control_is_explained_and_coloured_in_html(control_report):
+    page = control_report["html"].read_text(encoding="ascii")
+    notes = re.search(r'<ul class="notes">(.*?)</ul>', page, re.S).group(1)
+    assert "without the anchor loss" in notes and "what the anchor loss itself buys" in notes
+    s2, c = FINAL["alpha"]["stage2"], FINAL_CONTROL
+    assert f'<td class="num pos">{100 * (s2["mAP"] - c["mAP"]):+.1f}</td>' in page
+    (own2, other2), (own_c, other_c) = ANCHORS["stage2"], ANCHORS[CONTROL]
+    assert f'<td class="num pos">{own2 / other2 - own_c / other_c:+.3f}</td>' in page
+    # Retrieval grids stay for stage 1 and stage 2 only.
+    assert len(re.findall(r"<img\b", page)) == 2 * len(FIGURE_KEYS)
+
+
+def test_control_report_is_byte_identical_on_rerun(control_report, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    again = run_report(tmp_path, control=("alpha",))
+    assert again["html"].read_bytes() == control_report["html"].read_bytes()
+    assert again["md"].read_bytes() == control_report["md"].read_bytes()
+    first = control_report["figures"]["alpha"]
+    for key, path in again["figures"]["alpha"].items():
+        assert (tmp_path / path).read_bytes() == (control_report["root"] / first[key]).read_bytes(), key

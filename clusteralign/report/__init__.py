@@ -3,6 +3,7 @@
 Typical use (what the workflow's report script does)::
 
     exp = load_experiment(name, description, {"stage1": dir1, "stage2": dir2})
+    # with `control: true` in the description, also {..., CONTROL: dir_of_stage2_without_anchor_loss}
     figs = make_figures(exp, figure_dir / name)
     write_report([exp], {name: figs}, "results/report.html", "results/report.md", title)
 """
@@ -10,6 +11,8 @@ Typical use (what the workflow's report script does)::
 from __future__ import annotations
 
 from .artifacts import (
+    CONTROL,
+    STAGE_LABELS,
     STAGES,
     ArtifactError,
     ArtifactMissingError,
@@ -29,9 +32,11 @@ from .figures import (
     make_figures,
     retrieval_grid,
 )
-from .page import ReportInputError, write_report
+from .page import ReportInputError, reading_notes, write_report
 
 __all__ = [
+    "CONTROL",
+    "STAGE_LABELS",
     "STAGES",
     "FIGURE_KEYS",
     "ArtifactError",
@@ -48,6 +53,7 @@ __all__ = [
     "read_history",
     "read_metrics",
     "read_ranking",
+    "reading_notes",
     "retrieval_grid",
     "write_report",
 ]

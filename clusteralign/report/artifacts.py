@@ -3,6 +3,9 @@
 Each stage folder holds ``history.csv``, ``metrics.json``, ``anchors.json`` and
 ``ranking.json``. A missing or malformed file stops the report with a message that names the
 file and what was expected, instead of a figure silently drawn from half the data.
+
+An experiment whose description says ``control: true`` has a third run, ``stage2_control``:
+stage 2 trained exactly as configured but without the anchor loss, in a folder of the same form.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ from typing import Any
 
 import pandas as pd
 
-# Stage names in report order; the deltas on the page are always stage2 - stage1.
-STAGES: tuple[str, ...] = ("stage1", "stage2")
-STAGE_LABELS: dict[str, str] = {"stage1": "Stage 1 (baseline)", "stage2": "Stage 2 (anchor)"}
+# The control run: stage 2 from the same stage-1 weights, same optimizer, lr, epochs and seed,
+# with the anchor-loss weight at 0. Stage 2 minus the control is what the anchor loss alone buys.
+CONTROL = "stage2_control"
+# Stage names in report order; the deltas on the page are stage2 - stage1 and stage2 - control.
+STAGES: tuple[str, ...] = ("stage1", "stage2", CONTROL)
+STAGE_LABELS: dict[str, str] = {
+    "stage1": "Stage 1 (baseline)",
+    "stage2": "Stage 2 (anchor)",
+    CONTROL: "Stage 2 without anchor loss (control)",
+}
 METRIC_KEYS: tuple[str, ...] = ("R1", "R5", "R10", "mAP", "mINP")
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
@@ -53,9 +63,19 @@ class ExperimentArtifacts:
         present = set(self.histories) | set(self.metrics) | set(self.anchors) | set(self.rankings)
         return [s for s in STAGES if s in present]
 
+    @property
+    def has_control(self) -> bool:
+        """Whether the stage-2 control run (no anchor loss) is part of this experiment."""
+        return CONTROL in self.stages
+
 
 def load_experiment(name: str, description: dict[str, Any], stage_dirs: dict[str, Path]) -> ExperimentArtifacts:
-    """Read the four artifacts of every stage in `stage_dirs` (``{"stage1": dir, "stage2": dir}``)."""
+    """Read the four artifacts of every stage in `stage_dirs` (``{"stage1": dir, "stage2": dir}``).
+
+    ``stage_dirs[CONTROL]`` (the stage-2 run without anchor loss) is required when
+    ``description["control"]`` is true and refused otherwise, so the page never silently drops
+    or invents the control.
+    """
     if not isinstance(description, dict):
         raise ArtifactError(
             f"experiment {name!r}: the description must be a mapping of the experiment's config "
@@ -66,6 +86,21 @@ def load_experiment(name: str, description: dict[str, Any], stage_dirs: dict[str
         raise ArtifactError(
             f"experiment {name!r}: stage_dirs must map some of {', '.join(STAGES)} to folders, "
             f"got {sorted(stage_dirs) or 'nothing'}"
+        )
+    wants_control = description.get("control", False)
+    if not isinstance(wants_control, bool):
+        raise ArtifactError(
+            f"experiment {name!r}: description key 'control' must be true or false, got {wants_control!r}"
+        )
+    if wants_control and CONTROL not in stage_dirs:
+        raise ArtifactMissingError(
+            f"experiment {name!r} has control: true but stage_dirs has no {CONTROL!r} folder; expected the "
+            f"artifacts of stage 2 trained without the anchor loss (results/{name}/{CONTROL}/)"
+        )
+    if not wants_control and CONTROL in stage_dirs:
+        raise ArtifactError(
+            f"experiment {name!r}: stage_dirs has a {CONTROL!r} folder ({stage_dirs[CONTROL]}) but the description "
+            "does not say control: true; set it in the experiment's config or leave the control folder out"
         )
     dirs = {stage: Path(stage_dirs[stage]) for stage in STAGES if stage in stage_dirs}
     return ExperimentArtifacts(

@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
 from ..io import atomic_path
-from .artifacts import RANKING_FILE, STAGE_LABELS, ArtifactError, ArtifactMissingError, ExperimentArtifacts
+from .artifacts import CONTROL, RANKING_FILE, STAGE_LABELS, ArtifactError, ArtifactMissingError, ExperimentArtifacts
 
 DPI = 100
 # Temporary files are created owner-only; the report and its figures are meant to be shared.
@@ -38,7 +38,9 @@ ANCHORS = "anchors"
 RETRIEVAL = {"stage1": "retrieval_stage1", "stage2": "retrieval_stage2"}
 FIGURE_KEYS: tuple[str, ...] = (LEARNING_CURVES, CMC, ANCHORS, *RETRIEVAL.values())
 
-_STAGE_COLORS = {"stage1": "#4c72b0", "stage2": "#dd8452"}
+_STAGE_COLORS = {"stage1": "#4c72b0", "stage2": "#dd8452", CONTROL: "#7f7f7f"}
+# The control is a reference, not a result: dashed and lighter wherever it is drawn.
+_CONTROL_LINE = {"linestyle": "--", "alpha": 0.55}
 _MATCH_RGB = {True: (34, 160, 60), False: (210, 40, 40)}
 _QUERY_RGB = (40, 90, 200)
 _STYLE = {
@@ -80,18 +82,19 @@ def _stage_label(stage: str) -> str:
 # --------------------------------------------------------------------------- learning curves
 
 
+def _epoch_offsets(exp: ExperimentArtifacts) -> dict[str, int]:
+    # Stage 2 and its control both start from the stage-1 weights, so both continue after stage 1.
+    first = int(exp.histories["stage1"]["epoch"].max()) if "stage1" in exp.histories else 0
+    return {stage: 0 if stage == "stage1" else first for stage in exp.stages if stage in exp.histories}
+
+
 def combined_history(exp: ExperimentArtifacts) -> pd.DataFrame:
-    """All stages' histories on one epoch axis: column ``global_epoch``, stage-2 offset by stage 1's epochs."""
+    """All stages' histories on one epoch axis: column ``global_epoch``; stage 2 and the control follow stage 1."""
     frames = []
-    offset = 0
-    for stage in exp.stages:
-        hist = exp.histories.get(stage)
-        if hist is None:
-            continue
-        df = hist.copy()
+    for stage, offset in _epoch_offsets(exp).items():
+        df = exp.histories[stage].copy()
         df["stage"] = stage
         df["global_epoch"] = df["epoch"] + offset
-        offset += int(hist["epoch"].max())
         frames.append(df)
     if not frames:
         raise ArtifactError(f"experiment {exp.name!r}: no stage has a training history to plot")
@@ -100,36 +103,46 @@ def combined_history(exp: ExperimentArtifacts) -> pd.DataFrame:
 
 def stage_boundaries(exp: ExperimentArtifacts) -> list[float]:
     """x positions (between two epochs) where a new stage starts on the combined epoch axis."""
-    ends, offset = [], 0
-    for stage in exp.stages:
-        if stage in exp.histories:
-            offset += int(exp.histories[stage]["epoch"].max())
-            ends.append(offset + 0.5)
-    return ends[:-1]
+    return [offset + 0.5 for offset in sorted(set(_epoch_offsets(exp).values())) if offset > 0]
 
 
 def _has_values(df: pd.DataFrame, column: str) -> bool:
     return column in df.columns and bool(df[column].notna().any())
 
 
-def _plot_by_stage(ax: Axes, df: pd.DataFrame, column: str, scale: float = 1.0, **style) -> None:
+def _plot_by_stage(ax: Axes, df: pd.DataFrame, column: str, scale: float = 1.0, control: bool = False,
+                   **style) -> None:
     # One line per stage with a shared colour: the gap at the boundary shows where stage 2 restarts.
+    # With `control`, the control run is drawn too, dashed and lighter, under its own legend entry.
     label = style.pop("label", column)
+    main_label, control_label = label, f"{label} (control)"
     for stage, part in df.groupby("stage", sort=False):
+        if stage == CONTROL and not control:
+            continue
         part = part[part[column].notna()]
         if part.empty:
             continue
         # A lone epoch draws no line segment; give it a marker so it stays visible.
         lone = {"marker": "o", "markersize": 3} if len(part) == 1 and "marker" not in style else {}
-        ax.plot(part["global_epoch"], part[column] * scale, label=label, **style, **lone)
-        label = "_nolegend_"
+        if stage == CONTROL:
+            ax.plot(part["global_epoch"], part[column] * scale, label=control_label, **{**style, **_CONTROL_LINE},
+                    **lone)
+            control_label = "_nolegend_"
+        else:
+            ax.plot(part["global_epoch"], part[column] * scale, label=main_label, **style, **lone)
+            main_label = "_nolegend_"
 
 
 def learning_curves(exp: ExperimentArtifacts, path: str | os.PathLike) -> Path:
-    """Losses, validation mAP/R1 and anchor distances of both stages on one epoch axis."""
+    """Losses, validation mAP/R1 and anchor distances of both stages on one epoch axis.
+
+    The control run (if any) is drawn dashed and lighter after stage 1 in the validation and
+    anchor panels; its losses are left out so the loss panel stays readable.
+    """
     df = combined_history(exp)
     bounds = stage_boundaries(exp)
-    loss_cols = [c for c in df.columns if c.startswith("loss_") and c != "loss_total" and _has_values(df, c)]
+    main = df[df["stage"] != CONTROL]
+    loss_cols = [c for c in main.columns if c.startswith("loss_") and c != "loss_total" and _has_values(main, c)]
     has_val = _has_values(df, "mAP") or _has_values(df, "R1")
     has_anchor = _has_values(df, "anchor_dist_own") or bool(exp.anchors)
     n_panels = 2 + int(has_anchor)
@@ -141,18 +154,20 @@ def learning_curves(exp: ExperimentArtifacts, path: str | os.PathLike) -> Path:
         _plot_by_stage(ax, df, "loss_total", color="black", linewidth=2, label="total")
         for i, col in enumerate(loss_cols):
             _plot_by_stage(ax, df, col, color=f"C{i}", linewidth=1.2, label=col[len("loss_"):])
-        losses = df[["loss_total", *loss_cols]].to_numpy(dtype=float)
+        losses = main[["loss_total", *loss_cols]].to_numpy(dtype=float)
         if np.all(losses[np.isfinite(losses)] > 0):
             ax.set_yscale("log")
         ax.set_ylabel("training loss")
-        ax.set_title(f"{exp.name}: training history (stage 2 epochs follow stage 1's)")
+        follow = "stage 2 and control epochs" if exp.has_control else "stage 2 epochs"
+        ax.set_title(f"{exp.name}: training history ({follow} follow stage 1's)")
         _legend_outside(ax)
 
         ax = axes[1]
         if has_val:
             for col, color in (("mAP", "C0"), ("R1", "C3")):
                 if _has_values(df, col):
-                    _plot_by_stage(ax, df, col, scale=100.0, color=color, marker="o", markersize=3, label=col)
+                    _plot_by_stage(ax, df, col, scale=100.0, control=True, color=color, marker="o", markersize=3,
+                                   label=col)
             _legend_outside(ax)
         else:
             ax.text(0.5, 0.5, "no validation epochs", transform=ax.transAxes, ha="center", va="center")
@@ -163,7 +178,7 @@ def learning_curves(exp: ExperimentArtifacts, path: str | os.PathLike) -> Path:
             for col, color, label in (("anchor_dist_own", "C2", "own anchor"),
                                       ("anchor_dist_other", "C4", "nearest other anchor")):
                 if _has_values(df, col):
-                    _plot_by_stage(ax, df, col, color=color, marker=".", label=label)
+                    _plot_by_stage(ax, df, col, control=True, color=color, marker=".", label=label)
             _final_anchor_markers(ax, exp)
             ax.set_ylabel("mean distance")
             _legend_outside(ax)
@@ -176,7 +191,8 @@ def learning_curves(exp: ExperimentArtifacts, path: str | os.PathLike) -> Path:
         for i, x in enumerate(bounds):
             top = axes[0].get_xaxis_transform()
             axes[0].text(x, 0.98, f"\u2190 stage {i + 1} ", transform=top, ha="right", va="top", fontsize=8, color="grey")
-            axes[0].text(x, 0.98, f" stage {i + 2} \u2192", transform=top, ha="left", va="top", fontsize=8, color="grey")
+            after = f"stage {i + 2}" + (" / control" if exp.has_control and i == 0 else "")
+            axes[0].text(x, 0.98, f" {after} \u2192", transform=top, ha="left", va="top", fontsize=8, color="grey")
         return _save(fig, path)
 
 
@@ -187,17 +203,16 @@ def _legend_outside(ax: Axes) -> None:
 
 def _final_anchor_markers(ax: Axes, exp: ExperimentArtifacts) -> None:
     # anchors.json is measured on each stage's final model; mark it at the stage's last epoch.
-    offset, labelled = 0, False
-    for stage in exp.stages:
-        if stage not in exp.histories:
-            continue
-        offset += int(exp.histories[stage]["epoch"].max())
+    labelled = False
+    for stage, offset in _epoch_offsets(exp).items():
         diag = exp.anchors.get(stage)
         if diag is None:
             continue
+        last = offset + int(exp.histories[stage]["epoch"].max())
+        faded = {"alpha": _CONTROL_LINE["alpha"]} if stage == CONTROL else {}
         for key, color in (("anchor_dist_own", "C2"), ("anchor_dist_other", "C4")):
-            ax.plot([offset], [diag[key]], linestyle="none", marker="D", markersize=6, markerfacecolor="none",
-                    markeredgecolor=color, label="_nolegend_" if labelled else "final model")
+            ax.plot([last], [diag[key]], linestyle="none", marker="D", markersize=6, markerfacecolor="none",
+                    markeredgecolor=color, label="_nolegend_" if labelled else "final model", **faded)
             labelled = True
 
 
@@ -205,7 +220,7 @@ def _final_anchor_markers(ax: Axes, exp: ExperimentArtifacts) -> None:
 
 
 def cmc_curves(exp: ExperimentArtifacts, path: str | os.PathLike, max_rank: int = CMC_MAX_RANK) -> Path:
-    """Stage 1 vs stage 2 CMC curves up to rank `max_rank` (or the evaluated length, if shorter)."""
+    """Stage 1 vs stage 2 (and the dashed control) CMC curves up to rank `max_rank` (or the evaluated length)."""
     with _style():
         fig = Figure(figsize=(6, 3.6), layout="constrained")
         ax = fig.subplots()
@@ -218,7 +233,9 @@ def cmc_curves(exp: ExperimentArtifacts, path: str | os.PathLike, max_rank: int 
             ranks = np.arange(1, len(cmc) + 1)
             longest = max(longest, len(cmc))
             label = f"{_stage_label(stage)}: R1 {100 * metrics['R1']:.1f}%, mAP {100 * metrics['mAP']:.1f}%"
-            ax.plot(ranks, cmc, marker="o", markersize=3, color=_STAGE_COLORS.get(stage), label=label)
+            # Grey already sets the control apart from the two stages; dashed says it is a reference.
+            style = {"linestyle": _CONTROL_LINE["linestyle"]} if stage == CONTROL else {}
+            ax.plot(ranks, cmc, marker="o", markersize=3, color=_STAGE_COLORS.get(stage), label=label, **style)
         ax.set_xlim(0.5, longest + 0.5)
         ax.set_xticks(np.unique(np.r_[1, np.arange(5, longest + 1, 5)]))
         ax.set_xlabel("rank")
@@ -242,14 +259,17 @@ def anchor_diagnostics(exp: ExperimentArtifacts, path: str | os.PathLike) -> Pat
         x = np.arange(len(groups))
         for i, stage in enumerate(stages):
             values = [exp.anchors[stage][key] for key, _ in groups]
+            # Hatched as well as grey, so the control stays apart from the stages in greyscale prints.
+            hatch = {"hatch": "//", "edgecolor": "white"} if stage == CONTROL else {}
             bars = ax.bar(x + (i - (len(stages) - 1) / 2) * width, values, width,
-                          color=_STAGE_COLORS.get(stage), label=f"after {_stage_label(stage)}")
+                          color=_STAGE_COLORS.get(stage), label=f"after {_stage_label(stage)}", **hatch)
             ax.bar_label(bars, fmt="%.3g", fontsize=8, padding=2)
         if not stages:
             ax.text(0.5, 0.5, "no anchor diagnostics", transform=ax.transAxes, ha="center", va="center")
         ax.set_xticks(x, [label for _, label in groups])
         ax.set_ylabel("mean Euclidean distance")
-        ax.margins(y=0.15)
+        # A third legend entry needs more headroom above the bars.
+        ax.margins(y=0.3 if CONTROL in stages else 0.15)
         ax.grid(axis="x", visible=False)
         ax.set_title(f"{exp.name}: anchor diagnostics (training features)")
         if stages:

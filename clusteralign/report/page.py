@@ -7,6 +7,7 @@ so rerunning the report on the same artifacts rewrites the same bytes.
 from __future__ import annotations
 
 import base64
+import copy
 import html
 import math
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..io import atomic_path
-from .artifacts import METRIC_KEYS, STAGE_LABELS, ArtifactMissingError, ExperimentArtifacts
+from .artifacts import CONTROL, METRIC_KEYS, STAGE_LABELS, ArtifactMissingError, ExperimentArtifacts
 from .figures import ANCHORS, CMC, FIGURE_KEYS, LEARNING_CURVES, PUBLISHED_MODE, RETRIEVAL
 
 DASH = "\u2014"
@@ -104,20 +105,33 @@ def _metric(exp: ExperimentArtifacts, stage: str, key: str) -> float | None:
     return None if v is None else float(v)
 
 
-def _delta(exp: ExperimentArtifacts, key: str, source: str = "metrics") -> float | None:
+def _delta(exp: ExperimentArtifacts, key: str, source: str = "metrics", base: str = "stage1") -> float | None:
+    """stage 2 \u2212 `base` of one metric (in pp) or anchor distance; None when either side is missing."""
     table = exp.metrics if source == "metrics" else exp.anchors
-    a, b = table.get("stage1", {}).get(key), table.get("stage2", {}).get(key)
+    a, b = table.get(base, {}).get(key), table.get("stage2", {}).get(key)
     if a is None or b is None:
         return None
     scale = 100.0 if source == "metrics" else 1.0
     return scale * (float(b) - float(a))
 
 
+# Row labels of the two comparisons; the second isolates the anchor loss from the extra training.
+DELTA_VS_STAGE1 = f"{DELTA} stage 2 {MINUS} stage 1"
+DELTA_VS_CONTROL = f"{DELTA} stage 2 {MINUS} control"
+_VS_CONTROL_MEANS = "anchor loss alone"
+SUMMARY_VS_CONTROL = f"{DELTA} mAP vs control (pp)"
+
+
 def summary_table(experiments: list[ExperimentArtifacts]) -> Table:
-    """One row per experiment: stage-1 and stage-2 R1/mAP and their deltas in percentage points."""
+    """One row per experiment: stage-1 and stage-2 R1/mAP and their deltas in percentage points.
+
+    When any experiment has the control run, a last column gives stage 2 \u2212 control mAP
+    (\u2014 for experiments without one).
+    """
+    with_control = any(exp.has_control for exp in experiments)
     rows = []
     for exp in experiments:
-        rows.append([
+        row = [
             _c(exp.name),
             _c(exp.description.get("dataset", DASH)),
             _c(model_name(exp.description)),
@@ -127,23 +141,30 @@ def summary_table(experiments: list[ExperimentArtifacts]) -> Table:
             _c(_pct(_metric(exp, "stage2", "mAP"))),
             _delta_cell(_delta(exp, "R1")),
             _delta_cell(_delta(exp, "mAP")),
-        ])
+        ]
+        if with_control:
+            row.append(_delta_cell(_delta(exp, "mAP", base=CONTROL)))
+        rows.append(row)
     header = ["Experiment", "Dataset", "Model", "Stage 1 R1 (%)", "Stage 1 mAP (%)", "Stage 2 R1 (%)",
               "Stage 2 mAP (%)", f"{DELTA}R1 (pp)", f"{DELTA}mAP (pp)"]
+    if with_control:
+        header.append(SUMMARY_VS_CONTROL)
     return Table(header, rows, numeric_from=3)
 
 
 def metrics_table(exp: ExperimentArtifacts) -> Table:
-    """Stage 1 and stage 2 R1/R5/R10/mAP/mINP (%) and the stage 2 \u2212 stage 1 row."""
+    """R1/R5/R10/mAP/mINP (%) of every stage (the control too), then stage 2 \u2212 stage 1 and \u2212 control."""
     rows = [[_c(STAGE_LABELS[s]), *(_c(_pct(_metric(exp, s, k))) for k in METRIC_KEYS)]
             for s in exp.stages if s in exp.metrics]
-    if "stage1" in exp.metrics and "stage2" in exp.metrics:
-        rows.append([_c(f"{DELTA} stage 2 {MINUS} stage 1 (pp)"), *(_delta_cell(_delta(exp, k)) for k in METRIC_KEYS)])
+    labels = {"stage1": f"{DELTA_VS_STAGE1} (pp)", CONTROL: f"{DELTA_VS_CONTROL} ({_VS_CONTROL_MEANS}, pp)"}
+    for base, label in labels.items():
+        if base in exp.metrics and "stage2" in exp.metrics:
+            rows.append([_c(label), *(_delta_cell(_delta(exp, k, base=base)) for k in METRIC_KEYS)])
     return Table(["", *(f"{k} (%)" for k in METRIC_KEYS)], rows)
 
 
 def anchor_table(exp: ExperimentArtifacts) -> Table:
-    """Mean distance to the own and to the nearest other anchor, their ratio, per stage."""
+    """Mean distance to the own and to the nearest other anchor, their ratio, per stage (the control too)."""
     rows = []
     for s in exp.stages:
         diag = exp.anchors.get(s)
@@ -153,13 +174,16 @@ def anchor_table(exp: ExperimentArtifacts) -> Table:
         ratio = own / other if other > 0 else None
         rows.append([_c(STAGE_LABELS[s]), _c(_num(own)), _c(_num(other)),
                      _c(DASH if ratio is None else f"{ratio:.3f}"), _c(diag.get("num_identities", DASH))])
-    if "stage1" in exp.anchors and "stage2" in exp.anchors:
-        r1, r2 = (_ratio(exp.anchors[s]) for s in ("stage1", "stage2"))
+    labels = {"stage1": DELTA_VS_STAGE1, CONTROL: f"{DELTA_VS_CONTROL} ({_VS_CONTROL_MEANS})"}
+    for base, label in labels.items():
+        if base not in exp.anchors or "stage2" not in exp.anchors:
+            continue
+        r1, r2 = _ratio(exp.anchors[base]), _ratio(exp.anchors["stage2"])
         rows.append([
-            _c(f"{DELTA} stage 2 {MINUS} stage 1"),
+            _c(label),
             # Raw distances move with the feature scale, so only the scale-free ratio is judged.
-            _delta_cell(_delta(exp, "anchor_dist_own", "anchors"), higher_is_better=None, fmt="+.4g"),
-            _delta_cell(_delta(exp, "anchor_dist_other", "anchors"), higher_is_better=None, fmt="+.4g"),
+            _delta_cell(_delta(exp, "anchor_dist_own", "anchors", base), higher_is_better=None, fmt="+.4g"),
+            _delta_cell(_delta(exp, "anchor_dist_other", "anchors", base), higher_is_better=None, fmt="+.4g"),
             _delta_cell(None if r1 is None or r2 is None else r2 - r1, higher_is_better=False, fmt="+.3f"),
             _c(""),
         ])
@@ -214,6 +238,15 @@ def _stage_facts(stage_cfg: Any, history: Any) -> str:
     return " \u00b7 ".join(parts) if parts else DASH
 
 
+def _without_anchor_loss(stage_cfg: Any) -> Any:
+    # The control's config is stage 2's with the anchor weight at 0 (the workflow derives it the same way).
+    if not isinstance(stage_cfg, dict) or not isinstance(stage_cfg.get("loss"), dict):
+        return stage_cfg
+    cfg = copy.deepcopy(stage_cfg)
+    cfg["loss"]["anchor_weight"] = 0.0
+    return cfg
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -252,6 +285,9 @@ def setup_table(exp: ExperimentArtifacts) -> Table:
     for s in ("stage1", "stage2"):
         if s in desc or s in exp.histories:
             rows.append([_c(STAGE_LABELS[s]), _c(_stage_facts(desc.get(s), exp.histories.get(s)))])
+    if exp.has_control:
+        facts = _stage_facts(_without_anchor_loss(desc.get("stage2")), exp.histories.get(CONTROL))
+        rows.append([_c(STAGE_LABELS[CONTROL]), _c(f"as stage 2, anchor-loss weight 0 \u00b7 {facts}")])
     evals = {s: _eval_facts(exp.metrics[s]) for s in exp.stages if s in exp.metrics}
     if len(set(evals.values())) == 1:
         rows.append([_c("Evaluation"), _c(next(iter(evals.values())))])
@@ -266,6 +302,9 @@ INTRO = (
     "for person re-identification (Chen, Zhang and Fan, arXiv 2008.06810), for every experiment of the workflow."
 )
 
+_DELTA_NOTE = (f"Every {DELTA} is stage 2 {MINUS} stage 1, in percentage points (pp) for metrics; "
+               "green marks an improvement, red a loss.")
+
 READING_NOTES: tuple[str, ...] = (
     "Stage 1 trains the strong baseline (BNNeck, label-smoothed cross-entropy + triplet loss). "
     "Stage 2 starts from the stage-1 weights and fine-tunes with cross-entropy plus the anchor loss, "
@@ -274,8 +313,7 @@ READING_NOTES: tuple[str, ...] = (
     "query's identity taken by the same camera are excluded). R-k: share of queries with a correct match in "
     "the top k (the CMC curve); mAP: mean average precision; mINP: mean inverse negative penalty, how deep "
     "the hardest correct match sits.",
-    f"Every {DELTA} is stage 2 {MINUS} stage 1, in percentage points (pp) for metrics; "
-    "green marks an improvement, red a loss.",
+    _DELTA_NOTE,
     "Anchor diagnostics are measured on training features of each stage's final model. An identity's anchor is "
     "the mean feature of its training images. \u201cOwn anchor\u201d is the mean Euclidean distance of a feature to "
     "its identity's anchor (intra-identity spread: smaller is tighter); \u201cnearest other anchor\u201d is the mean "
@@ -290,6 +328,22 @@ READING_NOTES: tuple[str, ...] = (
     "green when they show the same identity and red otherwise, with the rank, identity, camera and distance.",
 )
 
+# Shown after the delta note, only when some experiment has the control run.
+CONTROL_NOTE = (
+    "The control is stage 2 trained exactly as configured (same stage-1 start, optimizer, lr, epochs and seed) "
+    f"but without the anchor loss, so \u201c{DELTA_VS_CONTROL}\u201d is what the anchor loss itself "
+    "buys, apart from simply training longer at a small lr. It is drawn dashed and lighter (after stage 1 in "
+    "the learning curves), as the grey hatched bars of the anchor diagnostics, and has no retrieval figure."
+)
+
+
+def reading_notes(experiments: list[ExperimentArtifacts]) -> tuple[str, ...]:
+    """The \u201chow to read\u201d notes; the control note only when some experiment has the control."""
+    if not any(exp.has_control for exp in experiments):
+        return READING_NOTES
+    at = READING_NOTES.index(_DELTA_NOTE) + 1
+    return (*READING_NOTES[:at], CONTROL_NOTE, *READING_NOTES[at:])
+
 
 @dataclass(frozen=True)
 class PlacedFigure:
@@ -301,8 +355,10 @@ class PlacedFigure:
 
 def _figures(exp: ExperimentArtifacts, paths: dict[str, Path]) -> dict[str, PlacedFigure]:
     captions = {
-        LEARNING_CURVES: f"{exp.name}: losses, validation metrics and anchor distances over both stages.",
-        CMC: f"{exp.name}: CMC curves of stage 1 and stage 2.",
+        LEARNING_CURVES: f"{exp.name}: losses, validation metrics and anchor distances over both stages"
+                         + (" (dashed, lighter: the control, after stage 1)." if exp.has_control else "."),
+        CMC: f"{exp.name}: CMC curves of stage 1 and stage 2"
+             + (" (dashed: stage 2 without anchor loss, the control)." if exp.has_control else "."),
         ANCHORS: f"{exp.name}: mean distance to the own and the nearest other anchor after each stage.",
         **{key: f"{exp.name}, {STAGE_LABELS[s]}: queries and their top-10 gallery images."
            for s, key in RETRIEVAL.items()},
@@ -403,7 +459,7 @@ class _Section:
         exp, figs = self.exp, self.figures
         yield "h3", "Setup"
         yield "table", setup_table(exp)
-        yield "h3", "Stage 1 vs stage 2"
+        yield "h3", "Stage 1 vs stage 2" + (" vs control" if exp.has_control else "")
         yield "table", metrics_table(exp)
         if LEARNING_CURVES in figs:
             yield "h3", "Learning curves"
@@ -424,13 +480,13 @@ class _Section:
                 yield "figure", fig
 
 
-def _render_html(title: str, summary: Table, sections: list[_Section]) -> str:
+def _render_html(title: str, summary: Table, notes: tuple[str, ...], sections: list[_Section]) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_esc(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
            f"<h1>{_esc(title)}</h1>", f"<p>{_esc(INTRO)}</p>", "<h2>Summary</h2>", _html_table(summary),
            "<h2>How to read this report</h2>", '<ul class="notes">',
-           *(f"<li>{_esc(note)}</li>" for note in READING_NOTES), "</ul>"]
+           *(f"<li>{_esc(note)}</li>" for note in notes), "</ul>"]
     if sections:
         out += ["<nav><h2>Experiments</h2><ul>",
                 *(f'<li><a href="#{s.slug}">{_esc(s.exp.name)}</a></li>' for s in sections), "</ul></nav>"]
@@ -449,9 +505,11 @@ def _render_html(title: str, summary: Table, sections: list[_Section]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _render_markdown(title: str, summary: Table, sections: list[_Section], md_dir: Path) -> str:
+def _render_markdown(
+    title: str, summary: Table, notes: tuple[str, ...], sections: list[_Section], md_dir: Path
+) -> str:
     out = [f"# {_md(title)}", "", _md(INTRO), "", "## Summary", "", _md_table(summary), "", "## How to read this report", ""]
-    out += [f"- {_md(note)}" for note in READING_NOTES]
+    out += [f"- {_md(note)}" for note in notes]
     for section in sections:
         out += ["", f"## Experiment {_md(section.exp.name)}"]
         for kind, block in section.blocks():
@@ -504,9 +562,9 @@ def write_report(
     taken: set[str] = set()
     sections = [_Section(exp, _slug(exp.name, taken), _figures(exp, figure_paths.get(exp.name, {})))
                 for exp in experiments]
-    summary = summary_table(experiments)
+    summary, notes = summary_table(experiments), reading_notes(experiments)
     # The HTML is pure ASCII (character references), so no reader can mistake its encoding.
-    page = _render_html(title, summary, sections).encode("ascii", "xmlcharrefreplace")
+    page = _render_html(title, summary, notes, sections).encode("ascii", "xmlcharrefreplace")
     _write_bytes(html_path, page)
-    _write_bytes(md_path, _render_markdown(title, summary, sections, md_path.parent).encode("utf-8"))
+    _write_bytes(md_path, _render_markdown(title, summary, notes, sections, md_path.parent).encode("utf-8"))
     return html_path, md_path
