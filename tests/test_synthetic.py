@@ -144,6 +144,16 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(
     assert not set(_hashes(other).values()) & set(_hashes(root).values())
 
 
+def test_worker_processes_write_the_same_bytes(
+    tiny: tuple[Path, SyntheticSpec, dict[str, int]], tmp_path: Path
+) -> None:
+    root, spec, counts = tiny
+    assert generate_synthetic(tmp_path / "parallel", spec, workers=2) == counts
+    assert _hashes(tmp_path / "parallel") == _hashes(root)
+    with pytest.raises(ValueError, match="workers"):
+        generate_synthetic(tmp_path / "bad", spec, workers=0)
+
+
 def test_existing_dataset_with_same_spec_is_left_alone(
     tiny: tuple[Path, SyntheticSpec, dict[str, int]],
 ) -> None:

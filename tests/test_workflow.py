@@ -62,7 +62,7 @@ def test_default_config_dry_runs_before_any_data_exists(tmp_path):
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     jobs = planned_jobs(tmp_path)
     assert jobs["prepare_dataset"] == 1 and jobs["train_stage1"] == 1 and jobs["train_stage2"] == 1
-    assert jobs["evaluate"] == 2 and jobs["report"] == 1
+    assert jobs["train_stage2_control"] == 1 and jobs["evaluate"] == 3 and jobs["report"] == 1
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,14 @@ from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
 from clusteralign.pipeline.steps import compute_anchor_file
 
-with workflow_step(snakemake):
-    compute_anchor_file(
-        Path(snakemake.input.model),
-        read_manifest(snakemake.input.manifest),
-        from_dict(StageConfig, snakemake.params.inference, "inference"),
-        from_dict(FeatureConfig, snakemake.params.features, "features"),
-        Path(snakemake.output.anchors),
-        Path(snakemake.output.stats),
-    )
+# Guarded: worker processes (spawned) import this file again and must not rerun the step.
+if __name__ == "__main__":
+    with workflow_step(snakemake):
+        compute_anchor_file(
+            Path(snakemake.input.model),
+            read_manifest(snakemake.input.manifest),
+            from_dict(StageConfig, snakemake.params.inference, "inference"),
+            from_dict(FeatureConfig, snakemake.params.features, "features"),
+            Path(snakemake.output.anchors),
+            Path(snakemake.output.stats),
+        )

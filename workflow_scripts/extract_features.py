@@ -5,11 +5,13 @@ from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
 from clusteralign.pipeline.steps import extract_feature_file
 
-with workflow_step(snakemake):
-    extract_feature_file(
-        Path(snakemake.input.model),
-        read_manifest(snakemake.input.manifest),
-        from_dict(StageConfig, snakemake.params.inference, "inference"),
-        from_dict(FeatureConfig, snakemake.params.features, "features"),
-        Path(snakemake.output.features),
-    )
+# Guarded: worker processes (spawned) import this file again and must not rerun the step.
+if __name__ == "__main__":
+    with workflow_step(snakemake):
+        extract_feature_file(
+            Path(snakemake.input.model),
+            read_manifest(snakemake.input.manifest),
+            from_dict(StageConfig, snakemake.params.inference, "inference"),
+            from_dict(FeatureConfig, snakemake.params.features, "features"),
+            Path(snakemake.output.features),
+        )

@@ -6,19 +6,21 @@ from clusteralign.pipeline.script import workflow_step
 from clusteralign.train.launch import run_stage
 from clusteralign.train.trainer import StageSpec
 
-with workflow_step(snakemake):
-    inputs, params = snakemake.input, snakemake.params
-    run_stage(
-        StageSpec(
-            name=params.stage_name,
-            manifest=read_manifest(inputs.manifest),
-            model=from_dict(ModelConfig, params.model, "model"),
-            stage=from_dict(StageConfig, params.stage, params.stage_name),
-            features=from_dict(FeatureConfig, params.features, "features"),
-            validation=from_dict(EvalConfig, params.validation, "validation"),
-            out_dir=Path(snakemake.output.model).parent,
-            init_model=Path(inputs.init_model) if "init_model" in inputs.keys() else None,
-            init_anchors=Path(inputs.init_anchors) if "init_anchors" in inputs.keys() else None,
-        ),
-        log_file=Path(snakemake.log[0]),
-    )
+# Guarded: worker processes (spawned) import this file again and must not rerun the step.
+if __name__ == "__main__":
+    with workflow_step(snakemake):
+        inputs, params = snakemake.input, snakemake.params
+        run_stage(
+            StageSpec(
+                name=params.stage_name,
+                manifest=read_manifest(inputs.manifest),
+                model=from_dict(ModelConfig, params.model, "model"),
+                stage=from_dict(StageConfig, params.stage, params.stage_name),
+                features=from_dict(FeatureConfig, params.features, "features"),
+                validation=from_dict(EvalConfig, params.validation, "validation"),
+                out_dir=Path(snakemake.output.model).parent,
+                init_model=Path(inputs.init_model) if "init_model" in inputs.keys() else None,
+                init_anchors=Path(inputs.init_anchors) if "init_anchors" in inputs.keys() else None,
+            ),
+            log_file=Path(snakemake.log[0]),
+        )

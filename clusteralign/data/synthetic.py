@@ -6,9 +6,10 @@ file names (`0002_c1s1_000451_03.jpg`, distractors `0000_...`, junk `-1_...`), s
 training and evaluation code run on it as on the real benchmark, on two CPU cores, in minutes.
 
 What makes it a re-identification problem rather than a colour-matching one:
-- identities come in look-alike *families* that share clothing colours, body shape and hair and
-  differ only in one or two details (a pattern, an accessory, the shoes, ...), several of which
-  are visible from some viewpoints only (a chest logo from the front, a backpack from behind);
+- identities come in look-alike *families* that share a look (clothing colours, pattern, body
+  shape, hair, accessories) and differ in a few details (a pattern, an accessory, the shoes, one
+  garment's colour, ...), some visible from some viewpoints only (a chest logo from the front);
+  clothing colours come from a small palette weighted towards dark neutrals, as in real crowds;
 - every camera has its own colour cast, exposure, background, blur and preferred viewpoint, so a
   whole-image colour histogram matches the camera rather than the person;
 - detections are misaligned, some images are occluded by objects or passers-by.
@@ -24,9 +25,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,8 +81,11 @@ class SyntheticSpec:
     query of that camera, the rest go to the gallery), so every query has a true match in another
     camera. Each identity appears in `min_cameras_per_id..max_cameras_per_id` distinct cameras.
 
-    Difficulty knobs (defaults calibrated so that a small CNN trained for minutes on two CPU cores
-    lands well below 100% mAP while a colour histogram stays far below the CNN):
+    Difficulty knobs. The defaults are calibrated so that a ResNet-18 of quarter width trained
+    from scratch (cross-entropy + batch-hard triplet, P x K = 16 x 4, Adam 3.5e-4) for about
+    four minutes on two CPU cores reaches roughly 60-65% mAP / 70% rank-1, while an 8x8x8 RGB
+    histogram of the whole image stays near chance (about 1% mAP), because it matches cameras
+    rather than people:
     `family_size` identities share one look and differ in `family_mutations` details;
     `palette_size` clothing colours to choose from (fewer means more shared colours);
     `colour_jitter` per-image colour noise (log-gain std); `camera_cast` strength of each camera's
@@ -89,11 +95,11 @@ class SyntheticSpec:
     (0 means all views equally likely everywhere).
     """
 
-    num_train_ids: int = 128
+    num_train_ids: int = 150
     num_test_ids: int = 100
     num_cameras: int = 6
     min_cameras_per_id: int = 2
-    max_cameras_per_id: int = 4
+    max_cameras_per_id: int = 5
     min_images_per_id_per_camera: int = 1
     max_images_per_id_per_camera: int = 5
     num_distractors: int = 120
@@ -101,17 +107,17 @@ class SyntheticSpec:
     height: int = 128
     width: int = 64
     jpeg_quality: int = 90
-    occlusion_prob: float = 0.15
+    occlusion_prob: float = 0.1
     seed: int = 0
-    family_size: int = 3
-    family_mutations: int = 1
+    family_size: int = 2
+    family_mutations: int = 3
     palette_size: int = 14
     colour_jitter: float = 0.06
-    camera_cast: float = 0.2
-    background_clutter: float = 1.5
+    camera_cast: float = 0.12
+    background_clutter: float = 0.8
     max_blur: float = 0.8
-    misalignment: float = 0.05
-    viewpoint_bias: float = 0.5
+    misalignment: float = 0.04
+    viewpoint_bias: float = 0.4
 
     def __post_init__(self) -> None:
         self._validate()
@@ -195,9 +201,11 @@ class SyntheticSpec:
             object.__setattr__(self, name, int(value))
         for name, (lo, hi) in floats.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            number = (int, float, np.floating, np.integer)
+            if isinstance(value, bool) or not isinstance(value, number):
                 raise SyntheticSpecError(
-                    f"SyntheticSpec.{name} must be a number, got {value!r} ({type(value).__name__})."
+                    f"SyntheticSpec.{name} must be a number, got {value!r} "
+                    f"({type(value).__name__})."
                 )
             if not (lo <= float(value) <= hi):  # also rejects NaN
                 raise SyntheticSpecError(
@@ -277,7 +285,8 @@ _BOTTOM_KINDS = ("trousers", "shorts", "skirt")
 _BOTTOM_WEIGHTS = (0.7, 0.18, 0.12)
 _VIEWS = ("front", "back", "side")
 # Details in which members of a look-alike family may differ from each other.
-_MUTATIONS = ("pattern", "accessory", "shoes", "hair", "bottom_kind", "sleeves", "top_alt")
+_MUTATIONS = ("pattern", "accessory", "shoes", "hair", "bottom_kind", "sleeves", "top_alt",
+              "top", "bottom")
 
 # Labels of the body-part map that each person is first drawn into.
 _BG, _SKIN, _HAIR, _TOP, _BOTTOM, _SHOES, _HAT, _BAG, _BACKPACK, _LOGO = range(10)
@@ -288,7 +297,7 @@ _K_CAMERA, _K_FAMILY, _K_LOOK, _K_PLAN, _K_VISIT, _K_IMAGE, _K_EXTRA = range(1, 
 # Image roles inside the image stream.
 _ROLE_ID, _ROLE_DISTRACTOR, _ROLE_JUNK = range(3)
 
-_SUPERSAMPLE = 2  # draw at twice the size, then 2x2 box-downsample: cheap anti-aliasing
+_SUPERSAMPLE = 2  # draw at twice the size, then box-downsample: cheap anti-aliasing
 _NUM_SEQUENCES = 6  # Market cameras record six sequences ("s1".."s6")
 
 Colour = tuple[float, float, float]
@@ -429,12 +438,18 @@ def _mutate(rng: np.random.Generator, look: _Look, what: str, spec: SyntheticSpe
             new = dataclasses.replace(look, bottom_kind=_pick(rng, _BOTTOM_KINDS))
         elif what == "sleeves":
             new = dataclasses.replace(look, long_sleeves=not look.long_sleeves)
-        else:  # "top_alt": the second colour of a pattern (or of a plain top's trim)
+        elif what == "top":  # same pattern in another main colour
+            new = dataclasses.replace(look, top=_cloth_colour(rng, spec.palette_size))
+        elif what == "bottom":
+            new = dataclasses.replace(look, bottom=_cloth_colour(rng, spec.palette_size))
+        else:  # "top_alt": the second colour of a pattern (or a plain top gains stripes)
             new = dataclasses.replace(
                 look,
                 top_alt=_cloth_colour(rng, spec.palette_size),
                 pattern=look.pattern if look.pattern != "plain" else "hstripes",
             )
+        if new.top == new.top_alt:  # a pattern in its own colour would be invisible
+            continue
         if new != look:
             return new
     raise RuntimeError(f"could not mutate {what!r}")  # unreachable with the palettes above
@@ -514,7 +529,9 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
         rng = _rng(spec.seed, _K_PLAN, pid)
         n_cams = int(rng.integers(spec.min_cameras_per_id, spec.max_cameras_per_id + 1))
         cams = sorted((rng.choice(spec.num_cameras, n_cams, replace=False) + 1).tolist())
-        low = max(2, spec.min_images_per_id_per_camera) if is_test else spec.min_images_per_id_per_camera
+        low = spec.min_images_per_id_per_camera
+        if is_test:  # one query plus at least one gallery image per camera
+            low = max(2, low)
         for camid in cams:
             n_images = int(rng.integers(low, spec.max_images_per_id_per_camera + 1))
             query = int(rng.integers(n_images)) if is_test else -1
@@ -533,7 +550,8 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
             camid = int(extra.integers(1, spec.num_cameras + 1))
             view = int(extra.integers(len(_VIEWS)))
             scale = float(cameras[camid].scale * np.exp(extra.normal(0.0, 0.08)))
-            pending.append((GALLERY_DIR, role, i, camid, 0, view, bool(extra.random() < 0.5), scale))
+            facing_left = bool(extra.random() < 0.5)
+            pending.append((GALLERY_DIR, role, i, camid, 0, view, facing_left, scale))
 
     # Market names carry sequence, frame and detection number; frames increase within a
     # (camera, sequence) in a shuffled visiting order so they say nothing about the identity.
@@ -549,6 +567,12 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
             seq_of_visit[key] = int(names.integers(1, _NUM_SEQUENCES + 1))
         seq = seq_of_visit[key]
         frames[camid, seq] += int(names.integers(5, 120))
+        if frames[camid, seq] > 999_999:
+            raise SyntheticSpecError(
+                f"SyntheticSpec asks for too many images per camera ({len(pending)} in all) for "
+                "the six-digit frame numbers of Market-1501 names; use fewer identities, "
+                "images per camera or distractors, or more cameras."
+            )
         detection = int(names.choice(4, p=(0.0, 0.6, 0.3, 0.1)))
         label = {_ROLE_ID: f"{pid:04d}", _ROLE_DISTRACTOR: "0000", _ROLE_JUNK: "-1"}[role]
         name = f"{label}_c{camid}s{seq}_{int(frames[camid, seq]):06d}_{detection:02d}.jpg"
@@ -563,8 +587,8 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
 
 
 def _draw_person(draw: ImageDraw.ImageDraw, look: _Look, view: str, cx: float, top: float,
-                 height: float, stride: float) -> tuple[float, float]:
-    """Draw `look` as body-part labels; returns (centre x, half shoulder width) for shading."""
+                 height: float, stride: float) -> float:
+    """Draw `look` as body-part labels; returns the half shoulder width, for shading."""
 
     def y(f: float) -> float:
         return top + f * height
@@ -683,7 +707,7 @@ def _draw_person(draw: ImageDraw.ImageDraw, look: _Look, view: str, cx: float, t
         else:
             limb(cx - 0.7 * u, y(0.17), cx + 0.85 * u, y(0.46), 0.14 * u, _BAG)
             draw.rectangle((cx + 0.8 * u, y(0.42), cx + 1.45 * u, y(0.58)), fill=_BAG)
-    return cx, u
+    return u
 
 
 def _colour_table(look: _Look) -> np.ndarray:
@@ -701,14 +725,13 @@ def _colour_table(look: _Look) -> np.ndarray:
 
 
 def _paint_person(img: np.ndarray, look: _Look, view: str, cx: float, top: float,
-                  height: float, stride: float, facing_left: bool, light: float,
-                  rng: np.random.Generator) -> None:
+                  height: float, stride: float, facing_left: bool, light: float) -> None:
     """Paint one person over the (H, W, 3) float image `img`, in place."""
     h, w = img.shape[:2]
     canvas = Image.new("L", (w, h), _BG)
     # Side views are drawn facing right; mirror the centre so the flip lands where asked.
     draw_cx = (w - 1 - cx) if facing_left else cx
-    _, u = _draw_person(ImageDraw.Draw(canvas), look, view, draw_cx, top, height, stride)
+    u = _draw_person(ImageDraw.Draw(canvas), look, view, draw_cx, top, height, stride)
     if facing_left:
         canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     box = canvas.getbbox()
@@ -809,13 +832,13 @@ def _render_image(entry: _Entry, looks: Mapping[int, _Look], camera: _Camera,
 
     occlusion = rng.random() < spec.occlusion_prob
     passerby = occlusion and rng.random() < 0.5
-    _paint_person(img, look, view, cx, top, height, stride, entry.facing_left, camera.light, rng)
+    _paint_person(img, look, view, cx, top, height, stride, entry.facing_left, camera.light)
     if passerby:
         other = _random_look(rng, spec)
         ox = cx + rng.choice([-1.0, 1.0]) * rng.uniform(0.45, 0.75) * w
         oh = height * rng.uniform(0.9, 1.1)
         _paint_person(img, other, _VIEWS[int(rng.integers(3))], ox, top, oh,
-                      float(rng.uniform(-1, 1)), bool(rng.random() < 0.5), camera.light, rng)
+                      float(rng.uniform(-1, 1)), bool(rng.random() < 0.5), camera.light)
     if occlusion and not passerby:
         # A pole, a bin, a car bonnet: a block covering one side or the bottom of the box.
         colour = np.asarray(_cloth_colour(rng, spec.palette_size), dtype=np.float32)
@@ -829,7 +852,8 @@ def _render_image(entry: _Entry, looks: Mapping[int, _Look], camera: _Camera,
             img[:, x0 : x0 + bw] = colour
 
     # Box-downsample the supersampled scene, then image it with the camera at final size.
-    img = 0.25 * (img[0::2, 0::2] + img[1::2, 0::2] + img[0::2, 1::2] + img[1::2, 1::2])
+    s = _SUPERSAMPLE
+    img = sum(img[i::s, j::s] for j in range(s) for i in range(s)) * (1.0 / (s * s))
     # Camera: colour cast and exposure, contrast curve, saturation; then per-shot jitter.
     img = np.clip(img * camera.gains + camera.tint, 0.0, 1.0) ** camera.gamma
     grey = img.mean(axis=2, keepdims=True)
@@ -908,22 +932,49 @@ def _check_complete(root: Path, counts: Mapping[str, Any]) -> None:
             )
 
 
-def _render_into(folder: Path, spec: SyntheticSpec) -> dict[str, int]:
-    entries = _plan(spec)
+def _render_chunk(folder: Path, spec: SyntheticSpec, entries: list[_Entry]) -> None:
+    """Render and write `entries`; runs in the calling process or in a worker process."""
     cameras = {c: _make_camera(spec, c) for c in range(1, spec.num_cameras + 1)}
     train_pids = list(range(1, spec.num_train_ids + 1))
     test_pids = list(range(spec.num_train_ids + 1, spec.num_train_ids + spec.num_test_ids + 1))
     looks = {**_identity_looks(spec, train_pids, 0), **_identity_looks(spec, test_pids, 1)}
-    for sub in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR):
-        (folder / sub).mkdir()
     for entry in entries:
         data = _render_image(entry, looks, cameras[entry.camid], spec)
         with open(folder / entry.folder / entry.name, "wb") as f:
             f.write(data)
+
+
+def _render_into(folder: Path, spec: SyntheticSpec, workers: int) -> dict[str, int]:
+    entries = _plan(spec)
+    for sub in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR):
+        (folder / sub).mkdir()
+    if workers <= 1:
+        _render_chunk(folder, spec, entries)
+    else:
+        # Every image has its own random stream, so splitting the work changes no byte.
+        # Spawned (not forked) workers: the caller may already run threads (torch).
+        chunks = [entries[i :: 4 * workers] for i in range(4 * workers)]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            # Consuming the results re-raises a worker's error here.
+            list(pool.map(_render_chunk, [folder] * len(chunks), [spec] * len(chunks), chunks))
     counts = _counts(entries, spec)
     # Written last: its presence means every image before it was written.
     (folder / SPEC_FILENAME).write_text(json.dumps(_marker(spec, counts), indent=2) + "\n")
     return counts
+
+
+def _default_workers(spec: SyntheticSpec) -> int:
+    """One process for small sets (starting a worker costs about half a second), else the CPUs."""
+    approx_images = (
+        (spec.num_train_ids + spec.num_test_ids)
+        * (spec.min_cameras_per_id + spec.max_cameras_per_id) / 2
+        * (spec.min_images_per_id_per_camera + spec.max_images_per_id_per_camera) / 2
+    )
+    if approx_images < 1000:
+        return 1
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, available or 1))
 
 
 def _matches(marker: Mapping[str, Any], spec: SyntheticSpec) -> bool:
@@ -977,7 +1028,7 @@ def _existing(root: Path, spec: SyntheticSpec, overwrite: bool) -> dict[str, int
 
 
 def generate_synthetic(root: str | os.PathLike, spec: SyntheticSpec | None = None, *,
-                       overwrite: bool = False) -> dict[str, int]:
+                       overwrite: bool = False, workers: int | None = None) -> dict[str, int]:
     """Write the synthetic dataset for `spec` (default `SyntheticSpec()`) to `root`.
 
     Returns image counts: `train`, `query`, `gallery` (distractors and junk included) plus
@@ -986,11 +1037,15 @@ def generate_synthetic(root: str | os.PathLike, spec: SyntheticSpec | None = Non
     complete dataset of an equal spec (per its `synthetic_spec.json`), nothing is written. A
     `root` made from another spec or generator version, or modified since, raises
     `SyntheticRootError` unless `overwrite=True`; a non-empty folder that is not a synthetic
-    dataset is never written to.
+    dataset is never written to. `workers` processes render the images (default: one for
+    small sets, up to 8 for large ones); the files do not depend on it.
     """
     spec = SyntheticSpec() if spec is None else spec
     if not isinstance(spec, SyntheticSpec):
         raise SyntheticSpecError(f"spec must be a SyntheticSpec, got {type(spec).__name__}.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}.")
     root = Path(root)
     state = _existing(root, spec, overwrite)
     if isinstance(state, dict):
@@ -1000,7 +1055,7 @@ def generate_synthetic(root: str | os.PathLike, spec: SyntheticSpec | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         os.chmod(tmp, 0o755)
-        counts = _render_into(tmp, spec)
+        counts = _render_into(tmp, spec, _default_workers(spec) if workers is None else workers)
         if state:
             trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
             os.replace(root, trash / root.name)

@@ -21,7 +21,7 @@ _KEYS = {"reader", "generate", "source", "reader_options", "verify_images", "dro
 RESOURCES = Path("resources/datasets")
 
 
-def dataset_root(name: str, cfg: dict[str, Any], work_dir: Path) -> tuple[Path, dict[str, Any]]:
+def dataset_root(name: str, cfg: dict[str, Any], work_dir: Path, workers: int = 1) -> tuple[Path, dict[str, Any]]:
     """Generate, extract, download or locate the images of dataset `name`.
 
     Returns (root, extra reader arguments).
@@ -33,7 +33,8 @@ def dataset_root(name: str, cfg: dict[str, Any], work_dir: Path) -> tuple[Path, 
     if "generate" in cfg:
         spec = SyntheticSpec.from_dict(cfg["generate"] or {})
         root = work_dir / "images"
-        counts = generate_synthetic(root, spec)
+        # The workflow owns this folder: a changed `generate:` section replaces the old images.
+        counts = generate_synthetic(root, spec, overwrite=True, workers=workers)
         log.info("%s: synthetic images in %s: %s", name, root, counts)
         return root, {"num_cameras": spec.num_cameras}
     if "source" not in cfg:
@@ -47,15 +48,20 @@ def dataset_root(name: str, cfg: dict[str, Any], work_dir: Path) -> tuple[Path, 
     return obtain_dataset(source, RESOURCES / name), {}
 
 
-def prepare_dataset(name: str, cfg: dict[str, Any], work_dir: Path, manifest_path: Path) -> pd.DataFrame:
-    """Read dataset `name` (config section `cfg`) and write its manifest to `manifest_path`."""
+def prepare_dataset(
+    name: str, cfg: dict[str, Any], work_dir: Path, manifest_path: Path, workers: int = 1
+) -> pd.DataFrame:
+    """Read dataset `name` (config section `cfg`) and write its manifest to `manifest_path`.
+
+    `workers` processes render a synthetic set.
+    """
     unknown = sorted(set(cfg) - _KEYS)
     if unknown:
         raise ConfigError(f"datasets.{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
     reader = cfg.get("reader")
     if reader not in READERS:
         raise ConfigError(f"datasets.{name}.reader: unknown reader {reader!r}; known: {', '.join(sorted(READERS))}")
-    root, extra = dataset_root(name, cfg, Path(work_dir))
+    root, extra = dataset_root(name, cfg, Path(work_dir), workers)
     options = {**(cfg.get("reader_options") or {}), **extra}
     manifest = read_dataset(
         reader, root, verify_images=bool(cfg.get("verify_images", False)), drop_bad=bool(cfg.get("drop_bad", False)),
