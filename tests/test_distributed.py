@@ -30,6 +30,11 @@ def stage1(world_size: int, num_identities: int) -> dict:
         "num_threads": 1,
         "world_size": world_size,
         "eval_every": 3,
+        # Batch-hard mining takes an argmax; where two negatives are within float rounding of each
+        # other, the two summation orders can pick different ones and the runs part ways a little
+        # (seed 0 on the current synthetic data: 6e-4 in epoch 2's triplet loss). Seeds 1-3 have no
+        # such near-tie and agree to ~4e-6; the test uses one of them.
+        "seed": 1,
     }
 
 

@@ -36,8 +36,8 @@ NEEDED = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "sbatch", "sq
 # Long enough that stage 1's job is still training well after its first checkpoint (~0.3 s an epoch).
 STAGE1_EPOCHS = 16
 RUN_LIMIT_S = 480
-STAGES = ("stage1", "stage2")
-GPU_RULES = ("train_stage1", "train_stage2", "anchors", "extract_features")
+STAGES = ("stage1", "stage2", "stage2_control")
+GPU_RULES = ("train_stage1", "train_stage2", "train_stage2_control", "anchors", "extract_features")
 SLURM_VARIABLES = ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "CLUSTERALIGN_GPU_PARTITION")
 
 
@@ -229,8 +229,8 @@ def test_every_job_ran_on_slurm_with_the_profile_requests(runs, cluster):
     for record in records:
         by_rule.setdefault(_rule_of(record), []).append(record)
     assert {rule: len(jobs) for rule, jobs in by_rule.items()} == {
-        "prepare_dataset": 1, "train_stage1": 2, "anchors": 2, "train_stage2": 1, "extract_features": 2,
-        "evaluate": 2, "report": 1}
+        "prepare_dataset": 1, "train_stage1": 2, "anchors": 3, "train_stage2": 1, "train_stage2_control": 1,
+        "extract_features": 3, "evaluate": 3, "report": 1}
     for record in records:
         partition = cluster["GPU_PARTITION"] if _rule_of(record) in GPU_RULES else cluster["PARTITION"]
         assert (record["Partition"], record["Account"]) == (partition, cluster["ACCOUNT"]), record
