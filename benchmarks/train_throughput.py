@@ -16,6 +16,7 @@ peak when known. Examples:
     python benchmarks/train_throughput.py --backbone resnet50 --height 256 --width 128 \\
         --cache-height 128 --cache-width 64 --amp bf16 --channels-last --device cuda
     python benchmarks/train_throughput.py --family mgn --height 384 --width 128 --device cuda --amp bf16
+    python benchmarks/train_throughput.py --family all --base-width 16     # every family, one table
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, StageConfig
-from clusteralign.models import build_model
+from clusteralign.models import FAMILIES, build_model
 from clusteralign.train.augment import train_transform
 from clusteralign.train.objective import Objective
 from clusteralign.train.sampler import PKSampler
@@ -64,38 +65,14 @@ def timed(fn, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", default="baseline")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--base-width", type=int, default=64)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--cache-height", type=int, default=None, help="decoded-image cache size (default: input)")
-    p.add_argument("--cache-width", type=int, default=None)
-    p.add_argument("--num-identities", type=int, default=16, help="P")
-    p.add_argument("--num-instances", type=int, default=4, help="K")
-    p.add_argument("--num-images", type=int, default=2000, help="images in the in-memory cache")
-    p.add_argument("--num-classes", type=int, default=500)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--amp", default="none", choices=["none", "bf16"])
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Time one family's model-only step, full step and augmentation; FLOPs per image."""
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True
     augment = AugmentConfig(height=args.height, width=args.width, cache_height=args.cache_height,
                             cache_width=args.cache_width)
     stage = StageConfig(num_identities=args.num_identities, num_instances=args.num_instances, augment=augment,
                         amp=args.amp, channels_last=args.channels_last)
-    model = build_model(ModelConfig(family=args.family, backbone=args.backbone, base_width=args.base_width),
+    model = build_model(ModelConfig(family=family, backbone=args.backbone, base_width=args.base_width),
                         args.num_classes, load_pretrained=False).to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -141,24 +118,71 @@ def main() -> None:
     t_model = timed(model_only, args.steps, args.warmup, device)
     t_full = timed(full_step, args.steps, args.warmup, device)
     t_aug = timed(augment_only, args.steps, args.warmup, device)
+    return {"batch": batch, "fwd_gflop": fwd_flops / 1e9, "step_gflop": step_flops / 1e9,
+            "model_ips": batch / t_model, "full_ips": batch / t_full, "aug_ms": 1e3 * t_aug,
+            "model_ms": 1e3 * t_model, "full_ms": 1e3 * t_full, "ratio": t_model / t_full,
+            "tflops": step_flops * batch / t_full / 1e12}
 
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="baseline",
+                   help=f"a model family, several separated by commas, or 'all' ({', '.join(FAMILIES)})")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--base-width", type=int, default=64)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--cache-height", type=int, default=None, help="decoded-image cache size (default: input)")
+    p.add_argument("--cache-width", type=int, default=None)
+    p.add_argument("--num-identities", type=int, default=16, help="P")
+    p.add_argument("--num-instances", type=int, default=4, help="K")
+    p.add_argument("--num-images", type=int, default=2000, help="images in the in-memory cache")
+    p.add_argument("--num-classes", type=int, default=500)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", default="none", choices=["none", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    families = list(FAMILIES) if args.family == "all" else [f.strip() for f in args.family.split(",")]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        p.error(f"unknown --family {', '.join(unknown)}; expected one of {', '.join(FAMILIES)} or 'all'")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True
+    peak = peak_tflops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, " \
         f"{torch.get_num_threads()} threads)"
+    cache_hw = (args.cache_height or args.height, args.cache_width or args.width)
     print(f"device            {name}")
-    print(f"model             {args.family}/{args.backbone} width {args.base_width}, input {args.height}x{args.width}, "
-          f"cache {cache_hw[0]}x{cache_hw[1]}, batch {batch} ({args.num_identities}x{args.num_instances}), "
-          f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
-    print(f"FLOPs per image   forward {fwd_flops / 1e9:.2f} GFLOP, step {step_flops / 1e9:.2f} GFLOP")
-    print(f"model-only        {batch / t_model:10.1f} img/s  ({1e3 * t_model:.1f} ms/step)")
-    print(f"full step         {batch / t_full:10.1f} img/s  ({1e3 * t_full:.1f} ms/step)")
-    print(f"augmentation only {batch / t_aug:10.1f} img/s  ({1e3 * t_aug:.1f} ms/batch)")
-    print(f"data-path ratio   {t_model / t_full:10.3f}  (full / model-only throughput)")
-    achieved = step_flops * batch / t_full / 1e12
-    peak = peak_tflops(device)
-    line = f"achieved          {achieved:10.2f} TFLOP/s"
-    if peak:
-        line += f"  = {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak"
-    print(line)
+    rows = []
+    for family in families:
+        r = measure(family, args, device)
+        rows.append((family, r))
+        print(f"model             {family}/{args.backbone} width {args.base_width}, input {args.height}x{args.width}, "
+              f"cache {cache_hw[0]}x{cache_hw[1]}, batch {r['batch']} ({args.num_identities}x{args.num_instances}), "
+              f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
+        print(f"FLOPs per image   forward {r['fwd_gflop']:.2f} GFLOP, step {r['step_gflop']:.2f} GFLOP")
+        print(f"model-only        {r['model_ips']:10.1f} img/s  ({r['model_ms']:.1f} ms/step)")
+        print(f"full step         {r['full_ips']:10.1f} img/s  ({r['full_ms']:.1f} ms/step)")
+        print(f"augmentation only {r['batch'] / r['aug_ms'] * 1e3:10.1f} img/s  ({r['aug_ms']:.1f} ms/batch)")
+        print(f"data-path ratio   {r['ratio']:10.3f}  (full / model-only throughput)")
+        line = f"achieved          {r['tflops']:10.2f} TFLOP/s"
+        if peak:
+            line += f"  = {100 * r['tflops'] / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak"
+        print(line)
+    if len(rows) > 1:
+        print()
+        print(f"{'family':<10} {'GFLOP/img':>10} {'model img/s':>12} {'full img/s':>11} {'ratio':>6} {'TFLOP/s':>8}"
+              + ("  % peak" if peak else ""))
+        for family, r in rows:
+            print(f"{family:<10} {r['step_gflop']:>10.2f} {r['model_ips']:>12.1f} {r['full_ips']:>11.1f} "
+                  f"{r['ratio']:>6.3f} {r['tflops']:>8.3f}" + (f"  {100 * r['tflops'] / peak:6.1f}" if peak else ""))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Atomic file writes: a reader never sees a half-written artifact under its final name."""
+"""Atomic file and folder writes: a reader never sees a half-written artifact under its final name."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +56,25 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def install_folder(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Rename the finished folder ``tmp`` to ``dest``, swapping out (and deleting) a non-empty ``dest``.
+
+    The caller decides that ``dest`` may be replaced. Readers see either the old or the new
+    folder under ``dest``, never a half-written one. Raises ``OSError`` when ``dest`` appears
+    (non-empty) while this runs, e.g. made by a concurrent process.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    if dest.is_dir() and any(dest.iterdir()):
+        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        os.replace(dest, trash / dest.name)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            os.replace(trash / dest.name, dest)
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+        return
+    os.replace(tmp, dest)  # also succeeds onto an empty folder

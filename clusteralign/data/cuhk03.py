@@ -37,7 +37,7 @@ from PIL import Image
 
 from clusteralign.data.errors import Cuhk03RawError, DatasetError, DatasetRootMissingError
 from clusteralign.data.layout import FileNamePattern, read_market_layout
-from clusteralign.data.obtain import install_folder
+from clusteralign.io import install_folder
 from clusteralign.io import write_json
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from clusteralign.data.errors import (
     SourceConfigError,
     UnsafeArchiveError,
 )
-from clusteralign.io import write_json
+from clusteralign.io import install_folder, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -673,28 +673,6 @@ def _extract_atomically(archive: Path, dest: Path, source: DatasetSource, record
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def install_folder(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
-    """Rename the finished folder ``tmp`` to ``dest``, swapping out (and deleting) a non-empty ``dest``.
-
-    The caller decides that ``dest`` may be replaced. Readers see either the old or the new
-    folder under ``dest``, never a half-written one. Raises ``OSError`` when ``dest`` appears
-    (non-empty) while this runs, e.g. made by a concurrent process.
-    """
-    tmp, dest = Path(tmp), Path(dest)
-    if dest.is_dir() and any(dest.iterdir()):
-        trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.replace(dest, trash / dest.name)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            os.replace(trash / dest.name, dest)
-            raise
-        finally:
-            shutil.rmtree(trash, ignore_errors=True)
-        return
-    os.replace(tmp, dest)  # also succeeds onto an empty folder
 
 
 def _install(tmp: Path, dest: Path, record: Mapping[str, Any]) -> None:

@@ -37,6 +37,8 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from clusteralign.io import install_folder
+
 __all__ = [
     "GALLERY_DIR",
     "GENERATOR_VERSION",
@@ -1057,15 +1059,7 @@ def generate_synthetic(root: str | os.PathLike, spec: SyntheticSpec | None = Non
         os.chmod(tmp, 0o755)
         counts = _render_into(tmp, spec, _default_workers(spec) if workers is None else workers)
         if state:
-            trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            os.replace(root, trash / root.name)
-            try:
-                os.replace(tmp, root)
-            except OSError:
-                os.replace(trash / root.name, root)
-                raise
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
+            install_folder(tmp, root)
         else:
             try:
                 os.replace(tmp, root)  # also succeeds onto an empty folder

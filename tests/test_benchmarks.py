@@ -1,0 +1,56 @@
+"""The benchmark scripts run end to end on small sizes and print every figure they promise.
+
+Timings themselves are never asserted (they depend on the machine); this keeps the scripts the
+README's performance figures come from working.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clusteralign.models import FAMILIES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_train_throughput_prints_a_row_per_family():
+    out = run_benchmark("train_throughput.py", "--family", "all", "--base-width", "8", "--height", "64",
+                        "--width", "32", "--num-identities", "4", "--num-instances", "2", "--num-images", "64",
+                        "--num-classes", "16", "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1")
+    table = out[out.index("family "):].splitlines()[1:]
+    assert [line.split()[0] for line in table] == list(FAMILIES)
+    for line in table:
+        gflop, model_ips, full_ips, ratio, tflops = map(float, line.split()[1:])
+        assert gflop > 0 and model_ips > 0 and full_ips > 0 and ratio > 0 and tflops > 0
+    assert out.count("data-path ratio") == len(FAMILIES)
+
+
+def test_train_throughput_names_an_unknown_family():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--family", "nosuch"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "unknown --family nosuch" in proc.stderr
+
+
+def test_eval_speed_compares_the_ranker_with_numpy():
+    out = run_benchmark("eval_speed.py", "--num-query", "60", "--num-gallery", "400", "--num-distractors", "40",
+                        "--num-ids", "30", "--dim", "32")
+    assert re.search(r"speed-up \(c\)/\(b\): [\d.]+x", out), out
+
+
+def test_extract_speed_prints_images_per_second():
+    out = run_benchmark("extract_speed.py", "--base-width", "8", "--height", "64", "--width", "32",
+                        "--num-images", "32", "--batch-size", "16", "--repeats", "1", "--device", "cpu")
+    assert re.search(r"extraction +[\d.]+ img/s", out), out
