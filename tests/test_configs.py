@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -70,14 +71,20 @@ def test_example_config_plans_and_prepares_its_datasets(name, tmp_path):
     raw = yaml.safe_load(config.read_text())
     for experiment in raw["experiments"]:
         assert f"results/{experiment}/stage2/metrics.json" in plan
-    # Preparing the data for real: published checksums cannot match a fixture, so they are
-    # dropped here (checksum checking itself is tested in test_obtain.py).
+    # Preparing the data for real: published checksums cannot match a fixture, so each is
+    # replaced by the fixture archive's (checksum checking itself is tested in test_obtain.py).
+    archives = set()
     for dataset in raw["datasets"].values():
-        dataset["source"].pop("md5", None)
-        dataset["source"].pop("sha256", None)
-    unchecked = tmp_path / "unchecked.yaml"
-    unchecked.write_text(yaml.safe_dump(raw))
-    snakemake(tmp_path, unchecked, "--until", "prepare_dataset")
+        source = dataset["source"]
+        source.pop("sha256", None)
+        source["md5"] = hashlib.md5((tmp_path / source["archive"]).read_bytes()).hexdigest()
+        archives.add(source["archive"])
+    fixture_config = tmp_path / "fixture.yaml"
+    fixture_config.write_text(yaml.safe_dump(raw))
+    snakemake(tmp_path, fixture_config, "--until", "prepare_dataset")
     for dataset, counts in expected.items():
         manifest = pd.read_csv(tmp_path / "results/datasets" / dataset / "manifest.csv")
         assert manifest["split"].value_counts().to_dict() == counts, dataset
+    # One extraction per archive, however many datasets read it (CUHK03: labeled and detected).
+    extracted = [p for p in (tmp_path / "resources/datasets").iterdir() if p.is_dir()]
+    assert len(extracted) == len(archives), extracted

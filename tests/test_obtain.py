@@ -184,6 +184,44 @@ def test_second_call_does_no_work(tmp_path: Path, market_zip, monkeypatch: pytes
     assert (dest / MARKER_NAME).read_bytes() == marker_bytes
 
 
+def test_sources_of_one_checksummed_archive_share_an_extraction_folder() -> None:
+    md5 = "728939E58AD9F0FF53E521857DD8FB43"
+    labeled = DatasetSource(archive="data/cuhk03_release.zip", md5=md5)
+    detected = DatasetSource(archive="elsewhere/cuhk03_release.zip", md5=md5.lower())
+    assert labeled.extraction_name() == detected.extraction_name() == "cuhk03_release-728939e58ad9"
+    url = DatasetSource(url="https://example.org/x/Market.tar.gz", sha256="ab" * 32)
+    assert url.extraction_name() == "Market-" + "ab" * 6
+    # Without a checksum, archives of one name cannot be told apart: no sharing.
+    assert DatasetSource(archive="data/cuhk03_release.zip").extraction_name() is None
+
+
+def test_concurrent_callers_extract_once(tmp_path: Path, market_zip, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive, _ = market_zip
+    dest = tmp_path / "data" / "shared"
+    source = DatasetSource(archive=archive, md5=md5_of(archive), subdir=MARKET_DIR)
+    extracting = threading.Event()
+    calls = []
+    real_extract = obtain.safe_extract
+
+    def slow_extract(*args, **kwargs):
+        calls.append(args)
+        extracting.set()
+        # Long enough for the second caller to reach the lock while this one holds it.
+        threading.Event().wait(0.5)
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(obtain, "safe_extract", slow_extract)
+    roots: list[Path] = []
+    first = threading.Thread(target=lambda: roots.append(obtain_dataset(source, dest)))
+    first.start()
+    assert extracting.wait(30)
+    second = obtain_dataset(source, dest)
+    first.join(30)
+    assert len(calls) == 1
+    assert roots == [second] == [dest / MARKET_DIR]
+    assert len(read_market1501(second)) > 0
+
+
 def test_changed_archive_is_extracted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = make_market1501(tmp_path / "v1" / MARKET_DIR)
     archive = zip_folder(first.root, tmp_path / "m.zip")

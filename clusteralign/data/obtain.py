@@ -10,6 +10,8 @@ file with an HTTP Range request.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -29,7 +31,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from clusteralign.data.errors import (
     ArchiveError,
@@ -149,6 +151,20 @@ class DatasetSource:
         """Which of ``path``, ``archive`` or ``url`` this source is."""
         return "path" if self.path is not None else "archive" if self.archive is not None else "url"
 
+    def extraction_name(self) -> str | None:
+        """A folder name shared by every source of the same checksummed archive, else None.
+
+        Without a checksum, two archives of one name cannot be told apart, so each dataset
+        keeps its own folder.
+        """
+        digest = self.sha256 or self.md5
+        if self.path is not None or digest is None:
+            return None
+        filename = self.archive.name if self.archive is not None else (self.filename or url_filename(self.url))
+        stem = next((filename[: -len(sfx)] for sfx in ZIP_SUFFIXES + TAR_SUFFIXES
+                     if filename.lower().endswith(sfx)), filename)
+        return f"{stem}-{digest.lower()[:12]}"
+
     def archive_path(self, dest: Path) -> Path:
         """The local archive file: ``archive`` itself, or where a ``url`` is (or will be) downloaded."""
         if self.archive is not None:
@@ -214,16 +230,42 @@ def obtain_dataset(source: DatasetSource, dest: str | os.PathLike[str], *, progr
         raise SourceConfigError(f"source must be a DatasetSource, got {type(source).__name__}.")
     if source.path is not None:
         return _local_folder(source)
-    dest = Path(dest)
-    archive = source.archive_path(dest)
-    root = dest / source.subdir if source.subdir else dest
+    return _obtain_archive(source, Path(dest), progress)
 
+
+@contextlib.contextmanager
+def _exclusive(archive: Path, dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the (existing) archive file for the block; it creates no file."""
+    with open(archive, "rb") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another process is preparing it; waiting for it to finish.", dest)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _extracted_already(source: DatasetSource, dest: Path, archive: Path, root: Path) -> bool:
+    """Whether ``dest`` holds this archive's extraction; raises if ``dest`` is a folder we may not replace."""
     marker = read_marker(dest)
     if marker is not None and _marker_matches(marker, source, archive):
         _check_root(root, dest, source, archive)
+        return True
+    _check_replaceable(dest, marker)
+    return False
+
+
+def _obtain_archive(source: DatasetSource, dest: Path, progress: bool | None) -> Path:
+    """Verify (or download) the archive and extract it into ``dest`` unless that is done already."""
+    archive = source.archive_path(dest)
+    root = dest / source.subdir if source.subdir else dest
+
+    if _extracted_already(source, dest, archive, root):
         logger.info("%s: already extracted from %s; nothing to do.", dest, archive.name)
         return root
-    _check_replaceable(dest, marker)
 
     if archive.is_file():
         digests = verify_file(archive, sha256=source.sha256, md5=source.md5)
@@ -240,17 +282,23 @@ def obtain_dataset(source: DatasetSource, dest: str | os.PathLike[str], *, progr
         )
     else:
         digests = download_file(source.url, archive, sha256=source.sha256, md5=source.md5, progress=progress)
-    info = archive.stat()
-    record = {
-        "format": MARKER_FORMAT,
-        "archive": archive.name,
-        "size": info.st_size,
-        "mtime_ns": info.st_mtime_ns,
-        "sha256": digests["sha256"],
-        "md5": digests["md5"],
-        "url": source.url,
-    }
-    _extract_atomically(archive, dest, source, record)
+    # Datasets that read the same archive (CUHK03 labeled and detected) share `dest` and may be
+    # prepared by concurrent jobs: the second waits here, then finds the first's extraction.
+    with _exclusive(archive, dest):
+        if _extracted_already(source, dest, archive, root):
+            logger.info("%s: extracted from %s by another process meanwhile.", dest, archive.name)
+            return root
+        info = archive.stat()
+        record = {
+            "format": MARKER_FORMAT,
+            "archive": archive.name,
+            "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns,
+            "sha256": digests["sha256"],
+            "md5": digests["md5"],
+            "url": source.url,
+        }
+        _extract_atomically(archive, dest, source, record)
     return root
 
 

@@ -45,7 +45,8 @@ def dataset_root(name: str, cfg: dict[str, Any], work_dir: Path, workers: int = 
             f"{key}.source.path: dataset folder {source.path} does not exist (relative paths are taken from the "
             f"workflow's working directory, {Path.cwd()})"
         )
-    return obtain_dataset(source, RESOURCES / name), {}
+    # Datasets reading one checksummed archive (CUHK03 labeled and detected) share its extraction.
+    return obtain_dataset(source, RESOURCES / (source.extraction_name() or name)), {}
 
 
 def prepare_dataset(
