@@ -105,6 +105,38 @@ def test_changed_settings_never_resume_a_stale_checkpoint(stage1_run, tiny_datas
     assert history["lr"].iloc[0] == pytest.approx(3.5e-6)  # started again from epoch 1
 
 
+def test_finished_checkpoint_rewrites_the_outputs_without_training(stage1_run, tiny_dataset, tmp_path, monkeypatch):
+    # A job killed after training but before Snakemake saw its outputs: Snakemake deletes them
+    # and runs the job again, which finds the final checkpoint.
+    import clusteralign.train.trainer as trainer
+
+    out, history = stage1_run
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/last.pt").write_bytes((out / "checkpoints/last.pt").read_bytes())
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("an epoch ran although the checkpoint is final")
+
+    monkeypatch.setattr(trainer, "_train_one_epoch", must_not_train)
+    again = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment()))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "history.csv"), pd.read_csv(out / "history.csv"))
+    pd.testing.assert_frame_equal(again, history)
+    for k, v in state(out / "model.pt").items():
+        assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
+
+
+def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_dataset, tmp_path, monkeypatch):
+    import clusteralign.train.trainer as trainer
+
+    out, _ = stage1_run
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/last.pt").write_bytes((out / "checkpoints/last.pt").read_bytes())
+    monkeypatch.setattr(trainer, "_source_digest", lambda: b"an edited loss function")
+    history = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment()), epoch_budget=1)
+    assert history is None  # trained epoch 1 again instead of resuming after epoch 3
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
+
+
 @pytest.mark.parametrize("update", ["epoch", "fixed", "momentum"])
 def test_stage2_anchor_finetuning(stage1_run, tiny_dataset, tmp_path, update):
     from clusteralign.train.trainer import fresh_anchors, resolve_device

@@ -95,9 +95,28 @@ def _fingerprint(spec: StageSpec) -> str:
     h.update(pd.util.hash_pandas_object(spec.manifest, index=False).to_numpy().tobytes())
     for path in (spec.init_model, spec.init_anchors):
         if path is not None:
-            with open(path, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha256").digest())
+            h.update(_file_sha256(Path(path)))
+    h.update(_source_digest())
     return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def _source_digest() -> bytes:
+    # Snakemake reruns a job when its script changes, not when the package it calls does: after
+    # an edit to a loss or a model, a checkpoint of the old code must not be resumed.
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(p for ext in ("*.py", "*.pyx") for p in package.rglob(ext)):
+        h.update(path.relative_to(package).as_posix().encode())
+        h.update(_file_sha256(path))
+    return h.digest()
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -291,7 +310,8 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
             if ctx.is_main:
                 log.info("%s: resuming from %s after epoch %d", spec.name, ckpt_path, start_epoch)
         elif ctx.is_main:
-            log.warning("%s: ignoring %s, written for other settings, data or process count", spec.name, ckpt_path)
+            log.warning("%s: ignoring %s, written for other settings, data, package code or process count",
+                        spec.name, ckpt_path)
     if ctx.is_main:
         tb_dir = out_dir / "tb"
         shutil.rmtree(tb_dir, ignore_errors=True)  # re-emitted below from the restored history
@@ -345,6 +365,9 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
     history.close()
     if not ctx.is_main:
         return None
+    # Also when a finished checkpoint was resumed and no epoch ran (e.g. the job was killed
+    # after training but before Snakemake saw its outputs, which it then deleted).
+    history.write_csv(out_dir / "history.csv")
     ModelFile(
         model_cfg=spec.model,
         num_classes=num_classes,
