@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -78,3 +79,12 @@ def install_folder(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
             shutil.rmtree(trash, ignore_errors=True)
         return
     os.replace(tmp, dest)  # also succeeds onto an empty folder
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

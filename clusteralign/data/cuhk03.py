@@ -19,7 +19,6 @@ stored as 3 x W x H. A split file lists every image of its variant in ``filelist
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,8 +36,7 @@ from PIL import Image
 
 from clusteralign.data.errors import Cuhk03RawError, DatasetError, DatasetRootMissingError
 from clusteralign.data.layout import FileNamePattern, read_market_layout
-from clusteralign.io import install_folder
-from clusteralign.io import write_json
+from clusteralign.io import file_sha256, install_folder, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +263,7 @@ def convert_cuhk03_raw(
         "converter": CONVERTER_VERSION,
         "variant": variant,
         "mat": {"name": mat_path.name, **_file_identity(mat_path)},
-        "protocol": {"name": protocol_path.name, "sha256": _sha256(protocol_path)},
+        "protocol": {"name": protocol_path.name, "sha256": file_sha256(protocol_path)},
         "counts": split.counts(),
     }
     marker = _read_conversion_marker(out)
@@ -387,14 +385,6 @@ def _cell_image(mat: Any, pairs: list[np.ndarray], name: str, source: str, varia
 def _file_identity(path: Path) -> dict[str, int]:
     info = path.stat()
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_conversion_marker(out: Path) -> dict[str, Any] | None:

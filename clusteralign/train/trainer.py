@@ -27,7 +27,7 @@ from torch import nn
 from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dict
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
-from ..io import torch_load, torch_save
+from ..io import file_sha256, torch_load, torch_save
 from ..models import build_model
 from ..models.file import ModelFile
 from ..models.output import ReIDOutput
@@ -95,17 +95,9 @@ def _fingerprint(spec: StageSpec) -> str:
     h.update(pd.util.hash_pandas_object(spec.manifest, index=False).to_numpy().tobytes())
     for path in (spec.init_model, spec.init_anchors):
         if path is not None:
-            h.update(_file_sha256(Path(path)))
+            h.update(file_sha256(path).encode())
     h.update(_source_digest())
     return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
 
 
 def _source_digest() -> bytes:
@@ -115,7 +107,7 @@ def _source_digest() -> bytes:
     h = hashlib.sha256()
     for path in sorted(p for ext in ("*.py", "*.pyx") for p in package.rglob(ext)):
         h.update(path.relative_to(package).as_posix().encode())
-        h.update(_file_sha256(path))
+        h.update(file_sha256(path).encode())
     return h.digest()
 
 
