@@ -15,6 +15,7 @@ peak when known. Examples:
     python benchmarks/train_throughput.py                                   # CPU-sized default
     python benchmarks/train_throughput.py --backbone resnet50 --height 256 --width 128 \\
         --cache-height 128 --cache-width 64 --amp bf16 --channels-last --device cuda
+    python benchmarks/train_throughput.py ... --device cuda --amp bf16 --channels-last --cuda-graph
     python benchmarks/train_throughput.py --family mgn --height 384 --width 128 --device cuda --amp bf16
     python benchmarks/train_throughput.py --family all --base-width 16     # every family, one table
 """
@@ -31,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, StageConfig
 from clusteralign.models import FAMILIES, build_model
 from clusteralign.train.augment import train_transform
+from clusteralign.train.graphed import GraphedStep
 from clusteralign.train.objective import Objective
 from clusteralign.train.sampler import PKSampler
 from clusteralign.train.schedule import build_optimizer
@@ -46,6 +48,19 @@ def peak_tflops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
+    """Measured bf16 rate of one large random matrix product: the ceiling this device really reaches."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
 def sync(device: torch.device) -> None:
@@ -77,7 +92,9 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     objective = Objective(LossConfig(), args.num_classes, model.feature_dim).to(device)
-    optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=device.type == "cuda")
+    graphed = args.cuda_graph and device.type == "cuda"
+    optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=device.type == "cuda",
+                                capturable=graphed)
     step_model = torch.compile(model) if args.compile else model
     model.train()
 
@@ -93,15 +110,20 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     x_fixed = train_transform(images[batches[0]], spec, gen)
     y_fixed = labels[batches[0]]
     kw = dict(amp=stage.amp, channels_last=stage.channels_last)
+    if graphed:
+        step = GraphedStep(step_model, objective, optimizer, **kw)
+    else:
+        def step(x: torch.Tensor, y: torch.Tensor, anchors: None) -> object:
+            return train_step(step_model, objective, optimizer, x, y, **kw)
 
     def model_only() -> None:
-        train_step(step_model, objective, optimizer, x_fixed, y_fixed, **kw)
+        step(x_fixed, y_fixed, None)
 
     counter = iter(range(10**9))
 
     def full_step() -> None:
         idx = batches[next(counter) % len(batches)]
-        train_step(step_model, objective, optimizer, train_transform(images[idx], spec, gen), labels[idx], **kw)
+        step(train_transform(images[idx], spec, gen), labels[idx], None)
 
     def augment_only() -> None:
         train_transform(images[batches[next(counter) % len(batches)]], spec, gen)
@@ -142,6 +164,7 @@ def main() -> None:
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graph", action="store_true", help="replay the step as one CUDA graph (CUDA only)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
@@ -160,13 +183,18 @@ def main() -> None:
         f"{torch.get_num_threads()} threads)"
     cache_hw = (args.cache_height or args.height, args.cache_width or args.width)
     print(f"device            {name}")
+    measured = matmul_tflops(device) if device.type == "cuda" else None
+    if measured:
+        print(f"bf16 matmul       {measured:10.1f} TFLOP/s measured (8192^3, random data); "
+              f"data-sheet peak {peak or float('nan'):.0f}")
     rows = []
     for family in families:
         r = measure(family, args, device)
         rows.append((family, r))
         print(f"model             {family}/{args.backbone} width {args.base_width}, input {args.height}x{args.width}, "
               f"cache {cache_hw[0]}x{cache_hw[1]}, batch {r['batch']} ({args.num_identities}x{args.num_instances}), "
-              f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
+              f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}, "
+              f"cuda_graph {args.cuda_graph and device.type == 'cuda'}")
         print(f"FLOPs per image   forward {r['fwd_gflop']:.2f} GFLOP, step {r['step_gflop']:.2f} GFLOP")
         print(f"model-only        {r['model_ips']:10.1f} img/s  ({r['model_ms']:.1f} ms/step)")
         print(f"full step         {r['full_ips']:10.1f} img/s  ({r['full_ms']:.1f} ms/step)")
@@ -175,6 +203,8 @@ def main() -> None:
         line = f"achieved          {r['tflops']:10.2f} TFLOP/s"
         if peak:
             line += f"  = {100 * r['tflops'] / peak:.1f}% of {peak:.0f} TFLOP/s bf16 peak"
+        if measured:
+            line += f", {100 * r['tflops'] / measured:.1f}% of the measured matmul rate"
         print(line)
     if len(rows) > 1:
         print()

@@ -182,6 +182,9 @@ class StageConfig:
     world_size: int = 1
     # Batch-norm statistics over all processes' batches, so N processes train like one.
     sync_bn: bool = True
+    # Capture the whole training step as one CUDA graph and replay it: no per-kernel launch
+    # cost, which dominates small batches of large models. CUDA only (ignored on the CPU).
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -190,6 +193,15 @@ class StageConfig:
             raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
         if self.num_identities < 2 or self.num_instances < 1:
             raise ConfigError("num_identities must be >= 2 and num_instances >= 1 (a P x K batch)")
+        if self.cuda_graph:
+            conflicts = [what for what, bad in (
+                (f"world_size {self.world_size} (one process only)", self.world_size > 1),
+                ("compile", self.compile),
+                ("the centre loss (its own optimizer step)", bool(self.loss.center_weight)),
+                (f"optimizer {self.optimizer.name} (adam only)", self.optimizer.name != "adam"),
+            ) if bad]
+            if conflicts:
+                raise ConfigError(f"cuda_graph: cannot be combined with {', '.join(conflicts)}")
         if self.loss.triplet_weight and self.num_instances < 2:
             raise ConfigError(
                 f"num_instances: the triplet loss needs at least 2 images per identity in a batch, got {self.num_instances}"
@@ -360,7 +372,7 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
     inherited = {k: to_dict(getattr(stage1, k)) for k in
                  ("num_identities", "num_instances", "seed", "augment", "eval_every", "checkpoint_every",
                   "device", "amp", "channels_last", "compile", "deterministic", "num_threads", "anchors",
-                  "world_size", "sync_bn")}
+                  "world_size", "sync_bn", "cuda_graph")}
     stage2_raw = deep_merge(deep_merge(inherited, stage2_defaults()), raw.get("stage2"))
     stage2 = from_dict(StageConfig, stage2_raw, f"{key}.stage2")
     return ExperimentConfig(

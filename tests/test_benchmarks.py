@@ -54,3 +54,12 @@ def test_extract_speed_prints_images_per_second():
     out = run_benchmark("extract_speed.py", "--base-width", "8", "--height", "64", "--width", "32",
                         "--num-images", "32", "--batch-size", "16", "--repeats", "1", "--device", "cpu")
     assert re.search(r"extraction +[\d.]+ img/s", out), out
+
+
+@pytest.mark.slow
+def test_stage1_time_runs_the_stage_and_projects_the_configured_epochs(tmp_path):
+    out = run_benchmark("stage1_time.py", str(ROOT / "tests/config/tiny.yaml"), "--epochs", "1", "--workers", "1",
+                        "--work-dir", str(tmp_path))
+    assert re.search(r"stage 1 +[\d.]+ s for 1 epochs", out), out
+    assert re.search(r"projected +[\d.]+ s for the configured 2 epochs", out), out
+    assert (tmp_path / "tiny/stage1/model.pt").is_file()

@@ -369,6 +369,7 @@ def test_two_stage_run(name, tiny_dataset, tmp_path):
             "schedule": {"warmup_epochs": 1, "milestones": []},
             "loss": {"triplet_weight": 1.0 if uses_triplet else 0.0},
             "num_threads": 1,
+            "device": "cpu",  # tests/test_cuda.py covers the CUDA paths
         },
         "stage2": {"epochs": 1, "optimizer": {"lr": 3.5e-5}},
     }

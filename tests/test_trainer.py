@@ -24,6 +24,8 @@ RAW = {
         "augment": {"height": 64, "width": 32},
         "schedule": {"warmup_epochs": 1, "milestones": [2]},
         "num_threads": 1,
+        # The bit-exact rerun and resume checks are the CPU's promise; tests/test_cuda.py covers CUDA.
+        "device": "cpu",
     },
     "stage2": {"epochs": 2, "optimizer": {"lr": 3.5e-5}},
 }
@@ -171,3 +173,12 @@ def test_stage2_uses_the_anchor_file(stage1_run, tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="other training identities"):
         train_stage(spec("stage2", manifest, tmp_path / "s2", exp, init_model=out1 / "model.pt",
                          init_anchors=tmp_path / "anchors.pt"))
+
+
+def test_cuda_graph_on_the_cpu_trains_eagerly_and_says_so(tiny_dataset, tmp_path, caplog):
+    _, manifest = tiny_dataset
+    exp = experiment(epochs=1, device="cpu", cuda_graph=True)
+    with caplog.at_level("WARNING", logger="clusteralign.train.trainer"):
+        history = train_stage(spec("stage1", manifest, tmp_path, exp))
+    assert "cuda_graph needs CUDA" in caplog.text
+    assert list(history["epoch"]) == [1] and history["loss_total"].notna().all()

@@ -26,3 +26,8 @@ class ReIDOutput:
     def embedding(self) -> torch.Tensor:
         """The test feature: branch embeddings concatenated (B x D)."""
         return self.embeddings[0] if len(self.embeddings) == 1 else torch.cat(self.embeddings, dim=1)
+
+    def detach(self) -> "ReIDOutput":
+        """The same outputs cut from the autograd graph, which they would otherwise keep alive."""
+        return ReIDOutput([f.detach() for f in self.features], [e.detach() for e in self.embeddings],
+                          [lg.detach() for lg in self.logits], {k: v.detach() for k, v in self.aux_losses.items()})

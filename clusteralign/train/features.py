@@ -10,10 +10,14 @@ from torch import nn
 from .augment import AugmentSpec, test_transform
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked for; a no-op otherwise."""
+def autocast(device: torch.device, amp: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked for; a no-op otherwise.
+
+    `cache=False` for CUDA-graph capture: autocast's cache of cast weights is freed on exit,
+    and a graph must not keep pointing at it.
+    """
     if amp == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 

@@ -24,8 +24,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
 
 
-def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: OptimizerConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """Adam or SGD over named parameters; biases get their own lr factor and weight decay."""
+def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: OptimizerConfig, fused: bool = False,
+                    capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam or SGD over named parameters; biases get their own lr factor and weight decay.
+
+    `capturable` (Adam on CUDA): safe inside a CUDA graph, with each group's lr a device tensor
+    that the scheduler updates in place, so a captured step follows the schedule.
+    """
+    if capturable and cfg.name != "adam":
+        raise ValueError(f"a capturable optimizer is only built for adam, not {cfg.name}")
     weights, biases = [], []
     for name, p in params:
         if p.requires_grad:
@@ -36,6 +43,11 @@ def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: OptimizerConfig
             {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor, "weight_decay": cfg.weight_decay_bias}
         )
     extra = {"fused": True} if fused else {}
+    if capturable:
+        device = groups[0]["params"][0].device
+        for g in groups:
+            g["lr"] = torch.tensor(g["lr"], dtype=torch.float32, device=device)
+        extra["capturable"] = True
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, **extra)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **extra)

@@ -17,6 +17,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,17 @@ from . import distributed
 from .augment import AugmentSpec, train_transform
 from .data import SplitData, load_split
 from .features import autocast, extract_features
+from .graphed import GraphedStep
 from .history import History
 from .objective import Objective
 from .sampler import PKSampler
 from .schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
+
+StepResult = tuple[dict[str, torch.Tensor], ReIDOutput]
+# One optimisation step on an augmented batch: (x, labels, anchors) -> (loss terms, output).
+Step = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], StepResult]
 
 CHECKPOINT_NAME = "checkpoints/last.pt"
 
@@ -249,7 +255,11 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
     if stage.channels_last:
         model.to(memory_format=torch.channels_last)
     objective = Objective(stage.loss, num_classes, model.feature_dim, ctx=ctx).to(device)
-    optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=device.type == "cuda")
+    graphed = stage.cuda_graph and device.type == "cuda"
+    if stage.cuda_graph and not graphed:
+        log.warning("cuda_graph needs CUDA; training eagerly on %s", device)
+    optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=device.type == "cuda",
+                                capturable=graphed)
     scheduler = build_scheduler(optimizer, stage.schedule)
     center_opt = (torch.optim.SGD(objective.center.parameters(), lr=stage.loss.center_lr)
                   if objective.center is not None else None)
@@ -259,6 +269,14 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if stage.compile:
         step_model = torch.compile(step_model)
+    step: Step
+    if graphed:
+        step = GraphedStep(step_model, objective, optimizer, amp=amp, channels_last=stage.channels_last)
+    else:
+        def step(x: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor | None) -> StepResult:
+            return train_step(step_model, objective, optimizer, x, y, anchors=anchors, center_opt=center_opt,
+                              center_weight=stage.loss.center_weight, amp=amp, channels_last=stage.channels_last,
+                              ctx=ctx)
     # Each rank augments its own images with its own random stream.
     gen = torch.Generator(device=device).manual_seed(stage.seed + 1 + ctx.rank)
     sampler = PKSampler(train.labels.tolist(), stage.num_identities, stage.num_instances, seed=stage.seed,
@@ -318,12 +336,14 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
             return None
         if hasattr(model, "set_epoch"):
             model.set_epoch(epoch_offset + epoch)
-        row = _train_one_epoch(step_model, objective, optimizer, center_opt, train, sampler, epoch, stage,
-                               anchors, gen, device, amp, spec.name, ctx)
-        row["lr"] = scheduler.get_last_lr()[0]
+            if isinstance(step, GraphedStep):
+                step.reset()  # the epoch may switch a term on: capture the step again
+        row = _train_one_epoch(step_model, step, train, sampler, epoch, stage, anchors, gen, device, spec.name, ctx)
+        row["lr"] = float(scheduler.get_last_lr()[0])  # a device tensor when the step is graphed
         scheduler.step()
         last = epoch + 1 == stage.epochs
         evaluate_now = last or (stage.eval_every > 0 and (epoch + 1) % stage.eval_every == 0)
+        t_eval = time.perf_counter()
         if objective.needs_anchors or evaluate_now:
             # The model does not change between this epoch's end and the next one's start,
             # so these anchors serve both the diagnostics and the next epoch's targets.
@@ -333,6 +353,8 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
                 anchors = new_anchors
         if evaluate_now and ctx.is_main:
             row.update(validate(model, query, gallery, spec.features, spec.validation, stage, device))
+        # Both end in host reads (diagnostics, ranking), so the device work is included.
+        row["eval_seconds"] = time.perf_counter() - t_eval
         rng_states = distributed.gather_objects(_rng_state(gen), ctx)
         epochs_run += 1
         if not ctx.is_main:
@@ -383,14 +405,16 @@ def train_step(
     amp: str = "none",
     channels_last: bool = False,
     ctx: distributed.DistContext = distributed.DistContext(),
+    autocast_cache: bool = True,
 ) -> tuple[dict[str, torch.Tensor], ReIDOutput]:
     """One optimisation step on an augmented batch `x`; returns the detached loss terms and the output.
 
-    Nothing here reads a value back to the host, so on a GPU the step never waits.
+    Nothing here reads a value back to the host, so on a GPU the step never waits (and it can
+    be captured as a CUDA graph: see graphed.GraphedStep).
     """
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(x.device, amp):
+    with autocast(x.device, amp, cache=autocast_cache):
         out = model(x)
     terms = objective(out, y, anchors)
     optimizer.zero_grad(set_to_none=True)
@@ -404,14 +428,14 @@ def train_step(
         for p in center_opt.param_groups[0]["params"]:
             distributed.average_(p.grad, ctx).mul_(1.0 / center_weight)
         center_opt.step()
-    return {k: v.detach() for k, v in terms.items()}, out
+    # Detached: a live autograd graph would outlast the step (and, in a CUDA-graph warm-up, its
+    # gradient-accumulation nodes would be created on one stream and reused on another).
+    return {k: v.detach() for k, v in terms.items()}, out.detach()
 
 
 def _train_one_epoch(
     model: nn.Module,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    center_opt: torch.optim.Optimizer | None,
+    step: Step,
     train: SplitData,
     sampler: PKSampler,
     epoch: int,
@@ -419,7 +443,6 @@ def _train_one_epoch(
     anchors: torch.Tensor | None,
     gen: torch.Generator,
     device: torch.device,
-    amp: str,
     name: str,
     ctx: distributed.DistContext,
 ) -> dict[str, float]:
@@ -433,11 +456,7 @@ def _train_one_epoch(
     t0 = time.perf_counter()
     for idx in batches:
         y = train.labels[idx]
-        terms, out = train_step(
-            model, objective, optimizer, train_transform(train.images[idx], spec, gen), y, anchors=anchors,
-            center_opt=center_opt, center_weight=stage.loss.center_weight, amp=amp,
-            channels_last=stage.channels_last, ctx=ctx,
-        )
+        terms, out = step(train_transform(train.images[idx], spec, gen), y, anchors)
         if anchors is not None and stage.anchors.update == "momentum":
             # Every rank applies the whole global batch, so the anchors stay identical.
             anchor_ops.momentum_update(anchors, distributed.all_gather_no_grad(out.embedding().detach(), ctx),

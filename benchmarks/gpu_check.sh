@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Every GPU check and figure of the Performance section in one call, for a machine lent for
+# minutes: builds the ranker, runs the CUDA tests, then the benchmarks, most important first,
+# skipping the optional ones when the time budget (first argument, seconds) runs short.
+#   bash benchmarks/gpu_check.sh 540 [OUTPUT_DIR [STEPS]]
+# STEPS, an extended regular expression, runs only the steps whose names match it.
+# Uses the python3 on the PATH (with torch, torchvision, pandas, pyyaml, cython, pytest) and this
+# checkout on PYTHONPATH; nothing is installed. Output: OUTPUT_DIR/gpu_check.log and history.csv.
+set -u
+BUDGET=${1:-540}
+OUT_DIR=${2:-${OUT:-results/benchmarks/gpu_check}}
+ONLY=${3:-.}
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+: >"$LOG"; : >"$OUT_DIR/full.log"
+START=$(date +%s)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log it, go on whatever happens
+  local name=$1 limit=$2; shift 2
+  [[ $name =~ $ONLY ]] || return 0
+  local avail; avail=$(left)
+  if (( avail < 20 )); then echo "== $name: skipped, $avail s left" | tee -a "$LOG"; return; fi
+  (( limit > avail - 5 )) && limit=$((avail - 5))
+  echo "== $name (limit ${limit}s, $(left)s left): $*" | tee -a "$LOG"
+  local t0; t0=$(date +%s)
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG.tmp" | grep -v "^\s*$" | tail -n 40 >>"$LOG"
+  local rc=${PIPESTATUS[0]}
+  cat "$LOG.tmp" >>"$OUT_DIR/full.log"; rm -f "$LOG.tmp"
+  echo "== $name: rc $rc in $(( $(date +%s) - t0 ))s" | tee -a "$LOG"
+}
+
+R50=(--backbone resnet50 --height 256 --width 128 --cache-height 128 --cache-width 64 --amp bf16
+     --channels-last --device cuda)
+
+step "device" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+  --format=csv; python3 -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__, \
+  torchvision.__version__, torch.cuda.get_device_name())"; nproc'
+step "build ranker" 120 python3 setup.py -q build_ext --inplace
+step "cuda tests" 150 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
+  "tests/test_augment.py::test_cuda_matches_cpu_for_the_same_random_stream" tests/test_distance.py
+step "train throughput, batch 64" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 40 --warmup 10
+step "train throughput, batch 64, CUDA graph" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 40 \
+  --warmup 10 --cuda-graph
+step "train throughput, batch 256" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 20 --warmup 5 \
+  --num-identities 64 --num-instances 4 --num-images 4000 --num-classes 751
+step "train throughput, batch 256, CUDA graph" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 20 \
+  --warmup 5 --num-identities 64 --num-instances 4 --num-images 4000 --num-classes 751 --cuda-graph
+step "extraction" 60 python3 benchmarks/extract_speed.py "${R50[@]}" --num-images 8192 --batch-size 512
+step "ranking" 90 python3 benchmarks/eval_speed.py
+
+# Stage 1 of the Market-size preset: as many epochs as half the time left allows at the
+# best measured batch-64 full-step rate (120 when it fits), projected to 120 by the script.
+IPS=$(awk '/^model /{b = /batch 64 /} /^full step/ && b {print $3}' "$LOG" | sort -g | tail -n 1)
+EPOCHS=$(python3 -c "import sys; ips=float(sys.argv[1] or 0); t=0.5*(int(sys.argv[2])-60); \
+print(max(3, min(120, int(t*ips/13757))))" "${IPS:-0}" "$(left)")
+step "stage 1, Market-size, $EPOCHS epochs" $(( $(left) * 8 / 10 )) python3 benchmarks/stage1_time.py \
+  configs/synthetic_market_size.yaml --epochs "$EPOCHS" --workers "$(nproc)" --work-dir /tmp/stage1_time
+cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null
+
+step "train throughput, batch 64, torch.compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \
+  --steps 40 --warmup 10 --compile
+step "train throughput, every family" 150 python3 benchmarks/train_throughput.py "${R50[@]}" --family all \
+  --steps 15 --warmup 5
+echo "== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"

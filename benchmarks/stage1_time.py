@@ -1,0 +1,105 @@
+"""Wall-clock of one experiment's stage 1, end to end: dataset preparation, decoding, training.
+
+Runs the same package calls as the workflow's `prepare_dataset` and `train_stage1` rules, without
+Snakemake, and prints where the time went: preparing the images, then stage 1's training
+epochs and validation passes (from history.csv), and the rest (decoding, set-up, checkpoints). Example, the Market-size preset on a GPU:
+
+    python benchmarks/stage1_time.py configs/synthetic_market_size.yaml --workers 16
+
+`--epochs N` trains N epochs instead of the configured number (the learning-rate schedule is
+shortened with it, which does not change the cost of an epoch) and also prints the projection
+to the configured number: training time scaled by epochs, plus the configured number of
+validation passes at the measured cost of one, plus the one-off rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from clusteralign.config import ConfigError, build_experiment
+from clusteralign.pipeline.prepare import prepare_dataset
+from clusteralign.train.trainer import StageSpec, train_stage
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", type=Path, help="a workflow config file (e.g. configs/synthetic_market_size.yaml)")
+    p.add_argument("--experiment", help="experiment name (default: the config's only experiment)")
+    p.add_argument("--epochs", type=int, help="train this many epochs instead of the configured number")
+    p.add_argument("--work-dir", type=Path, default=Path("results/benchmarks/stage1_time"))
+    p.add_argument("--workers", type=int, default=4, help="processes that render a synthetic set")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    with open(args.config) as f:
+        config = yaml.safe_load(f)
+    experiments = config.get("experiments") or {}
+    name = args.experiment or (next(iter(experiments)) if len(experiments) == 1 else None)
+    if name not in experiments:
+        raise ConfigError(f"{args.config}: give --experiment, one of {', '.join(experiments) or '(none)'}")
+    exp = build_experiment(name, experiments[name], config.get("models") or {})
+    stage = exp.stage1
+    configured = stage.epochs
+    if args.epochs is not None:
+        if args.epochs < 1:
+            p.error("--epochs must be at least 1")
+        stage = dataclasses.replace(stage, epochs=args.epochs)
+
+    work = args.work_dir / name
+    t0 = time.perf_counter()
+    manifest = prepare_dataset(exp.dataset, config["datasets"][exp.dataset], work / "dataset", work / "manifest.csv",
+                               workers=args.workers)
+    t_prepare = time.perf_counter() - t0
+
+    out = work / "stage1"
+    # A fresh run every time: a leftover checkpoint would be resumed and time nothing.
+    (out / "checkpoints" / "last.pt").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    train_stage(StageSpec("stage1", manifest, exp.model, stage, exp.features, exp.validation, out))
+    t_stage = time.perf_counter() - t0
+
+    history = pd.read_csv(out / "history.csv")
+    train_s = float(history["train_seconds"].sum())
+    evaluated = history["mAP"].notna()
+    eval_s = float(history.loc[evaluated, "eval_seconds"].sum())
+    other_s = t_stage - train_s - float(history["eval_seconds"].sum())
+    n_train = int((manifest["split"] == "train").sum())
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and stage.device != "cpu" else "CPU"
+    print()
+    print(f"device              {device}")
+    print(f"experiment          {name}: {exp.model.family}/{exp.model.backbone}, {n_train} training images, "
+          f"batch {stage.num_identities}x{stage.num_instances}, input {stage.augment.height}x{stage.augment.width}, "
+          f"amp {stage.amp}, channels_last {stage.channels_last}, compile {stage.compile}, "
+          f"cuda_graph {stage.cuda_graph}, deterministic {stage.deterministic}")
+    print(f"prepare dataset     {t_prepare:8.1f} s")
+    print(f"stage 1             {t_stage:8.1f} s for {stage.epochs} epochs")
+    print(f"  training          {train_s:8.1f} s  ({train_s / stage.epochs:.2f} s/epoch, "
+          f"median {history['images_per_second'].median():.0f} img/s)")
+    print(f"  validation        {eval_s:8.1f} s  ({int(evaluated.sum())} passes with fresh anchors, "
+          f"{eval_s / max(int(evaluated.sum()), 1):.1f} s each)")
+    print(f"  everything else   {other_s:8.1f} s  (decoding, model set-up, checkpoints)")
+    last = history[evaluated].iloc[-1]
+    print(f"  last validation   epoch {int(last['epoch'])}: R1 {100 * last['R1']:.1f}  mAP {100 * last['mAP']:.1f}")
+    if stage.epochs != configured:
+        per_pass = eval_s / max(int(evaluated.sum()), 1)
+        passes = sum(1 for e in range(1, configured + 1)
+                     if e == configured or (stage.eval_every > 0 and e % stage.eval_every == 0))
+        train_full = train_s / stage.epochs * configured
+        projected = train_full + per_pass * passes + other_s
+        print(f"projected           {projected:8.1f} s for the configured {configured} epochs: training "
+              f"{train_full:.1f} s + {passes} validation passes {per_pass * passes:.1f} s + the rest {other_s:.1f} s")
+    if not math.isfinite(history["loss_total"].iloc[-1]):
+        raise SystemExit("training diverged: the last epoch's loss is not finite")
+
+
+if __name__ == "__main__":
+    main()

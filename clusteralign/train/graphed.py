@@ -1,0 +1,85 @@
+"""The training step as one CUDA graph: forward, losses, backward and optimizer step replayed at once.
+
+At a P x K batch of 64 a ResNet-50 step launches about a thousand kernels, and launching them
+from Python takes longer than the GPU needs to run them (measured on an H200: 22.9 ms per step
+eagerly against 44 ms for four times the batch). Replaying a captured graph costs one launch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.output import ReIDOutput
+from .objective import Objective
+
+
+class GraphedStep:
+    """Calls like ``train_step``; the first calls run eagerly (warm-up), then one capture is replayed.
+
+    Inputs are copied into static buffers before each replay; the returned loss terms and model
+    output are the graph's static tensors, overwritten by the next call (read or copy them
+    before it, as the training loop's running sums do). The optimizer must be capturable
+    (``build_optimizer(..., capturable=True)``): its learning rates are device tensors, so the
+    schedule changes them in place without a new capture. Call `reset` when the model's
+    Python-side behaviour changes (e.g. ``set_epoch``): the next call captures again.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, *,
+                 amp: str = "none", channels_last: bool = False, warmup: int = 3) -> None:
+        if not all(g.get("capturable") for g in optimizer.param_groups):
+            raise ValueError("GraphedStep needs an optimizer built with capturable=True")
+        self.model, self.objective, self.optimizer = model, objective, optimizer
+        self.kw = dict(amp=amp, channels_last=channels_last, autocast_cache=False)
+        self.warmup_left = warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: dict[str, torch.Tensor] = {}
+        self.result: tuple[dict[str, torch.Tensor], ReIDOutput] | None = None
+        self.side = None
+        self.lrs: list = []
+
+    def reset(self) -> None:
+        """Drop the captured graph; the next call captures a new one."""
+        self.graph, self.result, self.static = None, None, {}
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor,
+                 anchors: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], ReIDOutput]:
+        from .trainer import train_step
+
+        if self.warmup_left > 0:
+            # Warm-up on a side stream, as CUDA's capture recipe asks: cuBLAS/cuDNN handles and
+            # workspaces and the autograd engine's per-device state get created outside capture.
+            self.warmup_left -= 1
+            self.side = self.side or torch.cuda.Stream(x.device)
+            self.side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(self.side):
+                result = train_step(self.model, self.objective, self.optimizer, x, y, anchors=anchors, **self.kw)
+            torch.cuda.current_stream(x.device).wait_stream(self.side)
+            return result
+        if self.graph is not None and any(g["lr"] is not lr for g, lr in zip(self.optimizer.param_groups, self.lrs)):
+            # The captured step reads the lr tensors it was captured with; a scheduler or a
+            # loaded state that replaced them (instead of filling them in place) needs a new capture.
+            self.reset()
+        if self.graph is None:
+            self.lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self.static = {"x": x.clone(), "y": y.clone()}
+            if anchors is not None:
+                self.static["anchors"] = anchors.clone()
+            # Gradients allocated inside the capture live in the graph's pool and are
+            # overwritten (not accumulated) by each replay.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.result = train_step(self.model, self.objective, self.optimizer, self.static["x"],
+                                         self.static["y"], anchors=self.static.get("anchors"), **self.kw)
+        else:
+            if (anchors is None) != ("anchors" not in self.static):
+                raise ValueError(f"GraphedStep was captured {'with' if 'anchors' in self.static else 'without'} "
+                                 "anchors; call reset() before changing that")
+            self.static["x"].copy_(x)
+            self.static["y"].copy_(y)
+            if anchors is not None:
+                self.static["anchors"].copy_(anchors)
+        self.graph.replay()
+        assert self.result is not None
+        return self.result

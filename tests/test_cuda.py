@@ -1,0 +1,144 @@
+"""The CUDA paths: bf16 + channels_last training, a sync-free step, bf16 extraction (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, StageConfig, build_experiment
+from clusteralign.models import build_model
+from clusteralign.models.file import ModelFile
+from clusteralign.train.augment import AugmentSpec, train_transform
+from clusteralign.train.features import extract_features
+from clusteralign.train.graphed import GraphedStep
+from clusteralign.train.objective import Objective
+from clusteralign.train.schedule import build_optimizer, build_scheduler
+from clusteralign.train.trainer import StageSpec, augment_spec, train_stage, train_step
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+MODELS = {"tiny": {"backbone": "resnet18", "base_width": 8}}
+FAST = {"device": "cuda", "amp": "bf16", "channels_last": True, "deterministic": False}
+
+
+def test_training_step_never_waits_for_the_device():
+    device = torch.device("cuda")
+    model = build_model(ModelConfig(backbone="resnet18", base_width=8), 10, load_pretrained=False).to(device)
+    model.to(memory_format=torch.channels_last)
+    objective = Objective(LossConfig(), 10, model.feature_dim).to(device)
+    optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=True)
+    assert optimizer.defaults.get("fused")
+    stage = StageConfig(num_identities=4, num_instances=2, augment=AugmentConfig(height=64, width=32))
+    images = torch.randint(0, 256, (8, 3, 64, 32), dtype=torch.uint8, device=device)
+    labels = torch.arange(4, device=device).repeat_interleave(2)
+    gen = torch.Generator(device=device).manual_seed(0)
+    spec = augment_spec(stage)
+    train_step(model, objective, optimizer, train_transform(images, spec, gen), labels, amp="bf16",
+               channels_last=True)  # first call: lazy initialisation may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                terms, _ = train_step(model, objective, optimizer, train_transform(images, spec, gen), labels,
+                                      amp="bf16", channels_last=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)]
+    assert not syncs, "host synchronisations in the step:\n" + "\n".join(syncs)
+    assert math.isfinite(float(terms["total"]))
+
+
+def test_bf16_extraction_matches_float32():
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", base_width=16), 10, load_pretrained=False).to(device)
+    images = torch.randint(0, 256, (48, 3, 64, 32), dtype=torch.uint8, device=device)
+    spec = AugmentSpec(height=64, width=32)
+    ref, _ = extract_features(model, images, spec, device=device, batch_size=16)
+    fast, _ = extract_features(model, images, spec, device=device, batch_size=16, amp="bf16", channels_last=True)
+    assert fast.dtype == torch.float32 and fast.shape == ref.shape
+    cos = torch.nn.functional.cosine_similarity(fast, ref, dim=1)
+    assert cos.min() > 0.99, cos.min()
+
+
+def test_bf16_channels_last_stages_on_cuda(tiny_dataset, tmp_path: Path):
+    _, manifest = tiny_dataset
+    raw = {
+        "dataset": "synthetic",
+        "model": "tiny",
+        "stage1": {"epochs": 2, "num_identities": 4, "num_instances": 2, "augment": {"height": 64, "width": 32},
+                   "schedule": {"warmup_epochs": 1, "milestones": [1]}, **FAST},
+        "stage2": {"epochs": 2, "anchors": {"update": "momentum"}},
+    }
+    exp = build_experiment("tiny", raw, MODELS)
+    assert exp.stage2.device == "cuda" and exp.stage2.amp == "bf16"  # inherited from stage 1
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    train_stage(StageSpec("stage1", manifest, exp.model, exp.stage1, exp.features, exp.validation, s1))
+    h1 = pd.read_csv(s1 / "history.csv")
+    assert list(h1["epoch"]) == [1, 2]
+    assert h1["loss_total"].map(math.isfinite).all()
+    assert 0 <= h1["mAP"].iloc[-1] <= 1
+    h2 = train_stage(StageSpec("stage2", manifest, exp.model, exp.stage2, exp.features, exp.validation, s2,
+                               init_model=s1 / "model.pt"))
+    assert list(h2["epoch"]) == [1, 2]
+    assert (h2["loss_anchor"] > 0).all() and h2["loss_total"].map(math.isfinite).all()
+    # The model file is device-independent: it loads on the CPU.
+    model = ModelFile.load(s2 / "model.pt").build()
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def _tiny_step_setup(capturable: bool):
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", base_width=8), 10, load_pretrained=False).to(device)
+    objective = Objective(LossConfig(), 10, model.feature_dim).to(device)
+    stage = StageConfig()  # warm-up schedule: the lr changes every epoch
+    optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=True, capturable=capturable)
+    return model, objective, optimizer, build_scheduler(optimizer, stage.schedule)
+
+
+def test_graphed_step_follows_the_eager_step_and_the_schedule():
+    torch.backends.cudnn.benchmark = False
+    device = torch.device("cuda")
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(8)]
+    labels = torch.arange(4, device=device).repeat_interleave(2)
+    eager_model, eager_obj, eager_opt, eager_sched = _tiny_step_setup(capturable=False)
+    graph_model, graph_obj, graph_opt, graph_sched = _tiny_step_setup(capturable=True)
+    step = GraphedStep(graph_model, graph_obj, graph_opt, warmup=2)
+    eager_losses, graph_losses = [], []
+    for i, x in enumerate(batches):
+        if i in (3, 6):  # an epoch boundary: the scheduler fills the lr tensors in place
+            eager_sched.step()
+            graph_sched.step()
+        eager_losses.append(float(train_step(eager_model, eager_obj, eager_opt, x, labels)[0]["total"]))
+        graph_losses.append(float(step(x, labels)[0]["total"]))
+    assert step.graph is not None  # the last steps were replays
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-3)
+    for (name, a), b in zip(eager_model.state_dict().items(), graph_model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+
+
+def test_graphed_stage_trains_like_the_eager_one(tiny_dataset, tmp_path: Path):
+    _, manifest = tiny_dataset
+    histories = {}
+    for graphed in (False, True):
+        raw = {"dataset": "synthetic", "model": "tiny",
+               "stage1": {"epochs": 2, "num_identities": 4, "num_instances": 2, "device": "cuda",
+                          "augment": {"height": 64, "width": 32}, "cuda_graph": graphed,
+                          "schedule": {"warmup_epochs": 1, "milestones": [1]}}}
+        exp = build_experiment("tiny", raw, MODELS)
+        out = tmp_path / str(graphed)
+        train_stage(StageSpec("stage1", manifest, exp.model, exp.stage1, exp.features, exp.validation, out))
+        histories[graphed] = pd.read_csv(out / "history.csv")
+    eager, graph = histories[False], histories[True]
+    assert list(graph["lr"]) == pytest.approx(list(eager["lr"]))
+    assert list(graph["loss_total"]) == pytest.approx(list(eager["loss_total"]), rel=1e-3)
+    assert graph["mAP"].iloc[-1] == pytest.approx(eager["mAP"].iloc[-1], abs=0.02)
