@@ -497,6 +497,32 @@ def test_download_verify_extract_and_no_second_download(tmp_path: Path, http_ser
     assert obtain_dataset(source, dest) == root and http_server.requests == [None]
 
 
+def test_concurrent_downloads_of_one_url_fetch_it_once(tmp_path: Path, http_server: _Server, market_zip,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    archive, _ = market_zip
+    http_server.files["/m.zip"] = archive.read_bytes()
+    target = tmp_path / "data" / "m.zip"
+    fetching = threading.Event()
+    real_fetch = obtain._fetch
+
+    def slow_fetch(*args, **kwargs):
+        fetching.set()
+        threading.Event().wait(0.5)  # long enough for the second caller to reach the lock
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(obtain, "_fetch", slow_fetch)
+    digests: list[dict[str, str]] = []
+    first = threading.Thread(target=lambda: digests.append(
+        obtain.download_file(url_of(http_server, "/m.zip"), target, sha256=sha256_of(archive), progress=False)))
+    first.start()
+    assert fetching.wait(30)
+    second = obtain.download_file(url_of(http_server, "/m.zip"), target, sha256=sha256_of(archive), progress=False)
+    first.join(30)
+    assert http_server.requests == [None]  # one request, no resumed or second download
+    assert digests == [second] and second["sha256"] == sha256_of(archive)
+    assert target.read_bytes() == archive.read_bytes() and not target.with_name("m.zip.part").exists()
+
+
 def test_download_resumes_a_partial_file(tmp_path: Path, http_server: _Server, market_zip) -> None:
     archive, _ = market_zip
     data = archive.read_bytes()

@@ -234,18 +234,31 @@ def obtain_dataset(source: DatasetSource, dest: str | os.PathLike[str], *, progr
 
 
 @contextlib.contextmanager
-def _exclusive(archive: Path, dest: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the (existing) archive file for the block; it creates no file."""
-    with open(archive, "rb") as lock:
+def _flocked(path: Path, mode: str, waiting: str, *, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (opened with ``mode``) for the block; log ``waiting`` if it waits.
+
+    ``remove``: ``path`` is a lock file of its own, deleted when the block ends. A waiter that
+    then gets the lock of the deleted file opens ``path`` again, so one process holds it at a time.
+    """
+    while True:
+        lock = open(path, mode)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("%s: another process is preparing it; waiting for it to finish.", dest)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("%s", waiting)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if remove and (not path.exists() or os.stat(path).st_ino != os.fstat(lock.fileno()).st_ino):
+                continue  # its holder deleted it on the way out: lock the current file instead
+            try:
+                yield
+            finally:
+                if remove:
+                    path.unlink(missing_ok=True)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            return
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
 
 
 def _extracted_already(source: DatasetSource, dest: Path, archive: Path, root: Path) -> bool:
@@ -284,7 +297,8 @@ def _obtain_archive(source: DatasetSource, dest: Path, progress: bool | None) ->
         digests = download_file(source.url, archive, sha256=source.sha256, md5=source.md5, progress=progress)
     # Datasets that read the same archive (CUHK03 labeled and detected) share `dest` and may be
     # prepared by concurrent jobs: the second waits here, then finds the first's extraction.
-    with _exclusive(archive, dest):
+    # The lock is the archive file itself (opened for reading): it creates no file.
+    with _flocked(archive, "rb", f"{dest}: another process is preparing it; waiting for it to finish."):
         if _extracted_already(source, dest, archive, root):
             logger.info("%s: extracted from %s by another process meanwhile.", dest, archive.name)
             return root
@@ -380,9 +394,22 @@ def download_file(
     (a server that ignores Range restarts it). When complete it is verified, then renamed to
     ``target``. A checksum mismatch removes the partial file and raises ``ChecksumMismatchError``;
     network failures raise ``DownloadError`` and keep the partial file for the next attempt.
+    Concurrent calls for one target download it once (they take turns on ``<target>.lock``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Two jobs downloading one URL (datasets that share an archive) take turns: the second
+    # waits, then verifies and uses the first's file instead of appending to its partial one.
+    with _flocked(target.with_name(target.name + ".lock"), "a",
+                  f"{target}: another process is downloading it; waiting for it to finish.", remove=True):
+        if target.is_file():
+            logger.info("%s: downloaded by another process meanwhile.", target)
+            return verify_file(target, sha256=sha256, md5=md5)
+        return _download_unlocked(url, target, sha256, md5, progress, timeout)
+
+
+def _download_unlocked(url: str, target: Path, sha256: str | None, md5: str | None, progress: bool | None,
+                       timeout: float) -> dict[str, str]:
     part = target.with_name(target.name + PART_SUFFIX)
     show = sys.stderr.isatty() if progress is None else progress
     for _attempt in range(2):
