@@ -8,6 +8,7 @@ with the dotted key path, e.g. ``experiments.market.stage1.optimizer.lr``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -262,6 +263,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# YAML 1.1 (PyYAML) reads a number written without a dot, such as 1e-6, as a string: a float
+# field takes such text too. The schema accepts the same pattern.
+FLOAT_TEXT = r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -295,6 +301,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and re.fullmatch(FLOAT_TEXT, value):
             return float(value)
     elif tp is str:
         if isinstance(value, str):

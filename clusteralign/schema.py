@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .config import EvalConfig, FeatureConfig, ModelConfig, StageConfig
+from .config import FLOAT_TEXT, EvalConfig, FeatureConfig, ModelConfig, StageConfig
 
 
 def _schema_of(tp: Any) -> dict[str, Any]:
@@ -28,7 +28,9 @@ def _schema_of(tp: Any) -> dict[str, Any]:
         return {"anyOf": [_schema_of(a) for a in typing.get_args(tp)]}
     if origin is tuple:
         return {"type": "array", "items": _schema_of(typing.get_args(tp)[0])}
-    simple = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    if tp is float:
+        return {"$ref": "#/$defs/float"}
+    simple = {bool: "boolean", int: "integer", str: "string", type(None): "null"}
     if tp in simple:
         return {"type": simple[tp]}
     raise TypeError(f"no JSON schema for {tp!r}")
@@ -106,6 +108,12 @@ def config_schema() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["datasets", "models", "experiments"],
+        "$defs": {
+            "float": {"anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": f"^{FLOAT_TEXT}$", "description": "a number YAML read as text, e.g. 1e-6"},
+            ]},
+        },
         "properties": {
             "datasets": {"type": "object", "propertyNames": name, "additionalProperties": dataset},
             "models": {"type": "object", "propertyNames": name, "additionalProperties": dataclass_schema(ModelConfig)},

@@ -65,11 +65,21 @@ def test_default_config_dry_runs_before_any_data_exists(tmp_path):
     assert jobs["train_stage2_control"] == 1 and jobs["evaluate"] == 3 and jobs["report"] == 1
 
 
+def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) loads an unquoted 1e-6 as the string "1e-6".
+    assert yaml.safe_load("lr: 1e-6") == {"lr": "1e-6"}
+    config = copy.deepcopy(TINY)
+    config["experiments"]["tiny"]["stage2"]["optimizer"] = {"lr": "1e-6"}
+    write_config(tmp_path, config)
+    assert planned_jobs(tmp_path)["train_stage2"] == 1
+
+
 @pytest.mark.parametrize(
     "edit, needle",
     [
         (lambda c: c["experiments"]["tiny"]["stage1"].update(optimiser={"lr": 1}), "optimiser"),
         (lambda c: c["experiments"]["tiny"]["stage1"].update(epochs="two"), "epochs"),
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(optimizer={"lr": "fast"}), "fast"),
         (lambda c: c["experiments"]["tiny"].update(model="resnet999"), "unknown model 'resnet999'"),
         (lambda c: c["experiments"]["tiny"].update(dataset="market"), "unknown dataset 'market'"),
         (lambda c: c["datasets"]["synthetic"].update(reader="nope"), "nope"),
