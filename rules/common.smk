@@ -97,7 +97,20 @@ def figure_labels(path):
 
 
 def gpus(stage):
-    # One GPU per data-parallel process (a training stage's `world_size`).
-    return lambda wildcards: getattr(
-        EXPERIMENTS[wildcards.experiment], stage
-    ).world_size
+    # One GPU per data-parallel process (a training stage's `world_size`); none for a stage
+    # whose `device: cpu` keeps it off the GPU, so it never holds one idle.
+    def count(wildcards):
+        cfg = getattr(EXPERIMENTS[wildcards.experiment], stage)
+        return 0 if cfg.device == "cpu" else cfg.world_size
+
+    return count
+
+
+def inference_gpu(stage=None):
+    # Feature extraction runs on the device of the settings it uses: `stage`'s, or those of
+    # the {stage} wildcard.
+    def count(wildcards):
+        cfg = getattr(EXPERIMENTS[wildcards.experiment], stage or wildcards.stage)
+        return 0 if cfg.device == "cpu" else 1
+
+    return count

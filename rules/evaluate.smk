@@ -12,7 +12,7 @@ rule extract_features:
         "../envs/clusteralign.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=inference_gpu(),
         mem_mb=8000,
         runtime=60,
     params:

@@ -40,7 +40,7 @@ rule anchors:
         "../envs/clusteralign.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=inference_gpu("stage2"),
         mem_mb=8000,
         runtime=60,
     params:

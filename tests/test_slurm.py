@@ -91,6 +91,9 @@ def cluster():
 def _config() -> dict:
     config = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
     config["experiments"]["tiny"]["stage1"]["epochs"] = STAGE1_EPOCHS
+    # "auto" (the CPU on a machine without a GPU) instead of tiny.yaml's "cpu": a stage forced
+    # onto the CPU asks for no GPU, and this test checks that the GPU requests reach SLURM.
+    config["experiments"]["tiny"]["stage1"]["device"] = "auto"
     return config
 
 

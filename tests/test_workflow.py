@@ -74,6 +74,30 @@ def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
     assert planned_jobs(tmp_path)["train_stage2"] == 1
 
 
+def planned_gpus(workdir: Path) -> dict[str, set[int]]:
+    """Rule -> the `gpu` resource values of its planned jobs (absent: 0)."""
+    # Snakemake caps a job's request at the global limit: allow more than any job asks for.
+    out = snakemake(workdir, "-n", "--resources", "gpu=8").stdout
+    gpus: dict[str, set[int]] = {}
+    for rule, resources in re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", out, re.M):
+        match = re.search(r"\bgpu=(\d+)", resources)
+        gpus.setdefault(rule, set()).add(int(match.group(1)) if match else 0)
+    return gpus
+
+
+def test_gpu_requests_follow_each_stages_device(tmp_path):
+    config = copy.deepcopy(TINY)  # every stage on the CPU: no job holds a GPU
+    write_config(tmp_path, config)
+    assert {rule: g for rule, g in planned_gpus(tmp_path).items() if g != {0}} == {}
+    config["experiments"]["tiny"]["stage1"].update(device="auto", world_size=2)
+    write_config(tmp_path, config)
+    gpus = planned_gpus(tmp_path)
+    # stage 2 inherits the device and the process count
+    assert gpus["train_stage1"] == gpus["train_stage2"] == gpus["train_stage2_control"] == {2}
+    assert gpus["anchors"] == gpus["extract_features"] == {1}
+    assert gpus["prepare_dataset"] == gpus["evaluate"] == gpus["report"] == {0}
+
+
 @pytest.mark.parametrize(
     "edit, needle",
     [
