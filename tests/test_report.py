@@ -374,12 +374,15 @@ def test_markdown_tables_match_the_artifacts(report):
     assert per_stage[0] == ["", "R1 (%)", "R5 (%)", "R10 (%)", "mAP (%)", "mINP (%)"]
     cmc1, cmc2 = _cmc(0.8012), _cmc(0.8157)
     assert per_stage[2][1:] == [f"{100 * v:.1f}" for v in (cmc1[0], cmc1[4], cmc1[9], 0.6234, 0.3101)]
+    final2 = FINAL["alpha"]["stage2"]
+    assert per_stage[3][1:] == [f"{100 * v:.1f}" for v in (cmc2[0], cmc2[4], cmc2[9], final2["mAP"], final2["mINP"])]
     assert per_stage[4][0].startswith("\u0394 stage 2")
     assert per_stage[4][4] == "+3.4" and per_stage[4][5] == f"{100 * (0.3420 - 0.3101):+.1f}"
 
     anchors = _md_table_after(md[md.index("## Experiment alpha"):], "### Anchor diagnostics")
     (own1, other1), (own2, other2) = ANCHORS["stage1"], ANCHORS["stage2"]
     assert anchors[2][1:4] == [f"{own1:.4g}", f"{other1:.4g}", f"{own1 / other1:.3f}"]
+    assert anchors[3][1:4] == [f"{own2:.4g}", f"{other2:.4g}", f"{own2 / other2:.3f}"]
     assert anchors[4][1] == f"{own2 - own1:+.4g}"
 
 
