@@ -6,7 +6,7 @@ Two measurements on the same batch shape, same model, objective and optimizer:
               that sits on the device (the best the data path could ever allow);
   full step:  the trainer's real path — index a P x K batch out of the uint8 image cache held on
               the device, augment it there (resize, flip, pad+crop, normalise, random erasing),
-              then the same step (clusteralign.train.trainer.train_step).
+              then the same step (clusteralign.train.step.train_step).
 
 Their ratio is the data path's efficiency (1.0 = free). FLOPs per image come from
 torch.utils.flop_counter; on a GPU the achieved rate is compared with the device's dense bf16
@@ -32,11 +32,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, StageConfig
 from clusteralign.models import FAMILIES, build_model
 from clusteralign.train.augment import train_transform
-from clusteralign.train.graphed import GraphedStep
 from clusteralign.train.objective import Objective
 from clusteralign.train.sampler import PKSampler
 from clusteralign.train.schedule import build_optimizer
-from clusteralign.train.trainer import augment_spec, resolve_device, train_step
+from clusteralign.train.step import build_step, train_step
+from clusteralign.train.trainer import augment_spec, resolve_device
 
 # Dense bf16 tensor-core peak in TFLOP/s (vendor data sheets, SXM parts).
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -110,11 +110,7 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     x_fixed = train_transform(images[batches[0]], spec, gen)
     y_fixed = labels[batches[0]]
     kw = dict(amp=stage.amp, channels_last=stage.channels_last)
-    if graphed:
-        step = GraphedStep(step_model, objective, optimizer, **kw)
-    else:
-        def step(x: torch.Tensor, y: torch.Tensor, anchors: None) -> object:
-            return train_step(step_model, objective, optimizer, x, y, **kw)
+    step = build_step(step_model, objective, optimizer, graphed=graphed, **kw)
 
     def model_only() -> None:
         step(x_fixed, y_fixed, None)

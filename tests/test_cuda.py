@@ -15,10 +15,10 @@ from clusteralign.models import build_model
 from clusteralign.models.file import ModelFile
 from clusteralign.train.augment import AugmentSpec, train_transform
 from clusteralign.train.features import extract_features
-from clusteralign.train.graphed import GraphedStep
 from clusteralign.train.objective import Objective
 from clusteralign.train.schedule import build_optimizer, build_scheduler
-from clusteralign.train.trainer import StageSpec, augment_spec, train_stage, train_step
+from clusteralign.train.step import GraphedStep, train_step
+from clusteralign.train.trainer import StageSpec, augment_spec, train_stage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -17,7 +17,6 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,23 +30,18 @@ from ..eval.rank import evaluate_rank
 from ..io import file_sha256, torch_load, torch_save
 from ..models import build_model
 from ..models.file import ModelFile
-from ..models.output import ReIDOutput
 from . import anchors as anchor_ops
 from . import distributed
 from .augment import AugmentSpec, train_transform
 from .data import SplitData, load_split
-from .features import autocast, extract_features
-from .graphed import GraphedStep
+from .features import extract_features
 from .history import History
 from .objective import Objective
 from .sampler import PKSampler
 from .schedule import build_optimizer, build_scheduler
+from .step import GraphedStep, Step, build_step
 
 log = logging.getLogger(__name__)
-
-StepResult = tuple[dict[str, torch.Tensor], ReIDOutput]
-# One optimisation step on an augmented batch: (x, labels, anchors) -> (loss terms, output).
-Step = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], StepResult]
 
 CHECKPOINT_NAME = "checkpoints/last.pt"
 
@@ -269,14 +263,8 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if stage.compile:
         step_model = torch.compile(step_model)
-    step: Step
-    if graphed:
-        step = GraphedStep(step_model, objective, optimizer, amp=amp, channels_last=stage.channels_last)
-    else:
-        def step(x: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor | None) -> StepResult:
-            return train_step(step_model, objective, optimizer, x, y, anchors=anchors, center_opt=center_opt,
-                              center_weight=stage.loss.center_weight, amp=amp, channels_last=stage.channels_last,
-                              ctx=ctx)
+    step = build_step(step_model, objective, optimizer, graphed=graphed, amp=amp, channels_last=stage.channels_last,
+                      center_opt=center_opt, center_weight=stage.loss.center_weight, ctx=ctx)
     # Each rank augments its own images with its own random stream.
     gen = torch.Generator(device=device).manual_seed(stage.seed + 1 + ctx.rank)
     sampler = PKSampler(train.labels.tolist(), stage.num_identities, stage.num_instances, seed=stage.seed,
@@ -390,47 +378,6 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         meta={"stage": spec.name, "epochs": epoch_offset + stage.epochs},
     ).save(out_dir / "model.pt")
     return history.frame()
-
-
-def train_step(
-    model: nn.Module,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    anchors: torch.Tensor | None = None,
-    center_opt: torch.optim.Optimizer | None = None,
-    center_weight: float = 1.0,
-    amp: str = "none",
-    channels_last: bool = False,
-    ctx: distributed.DistContext = distributed.DistContext(),
-    autocast_cache: bool = True,
-) -> tuple[dict[str, torch.Tensor], ReIDOutput]:
-    """One optimisation step on an augmented batch `x`; returns the detached loss terms and the output.
-
-    Nothing here reads a value back to the host, so on a GPU the step never waits (and it can
-    be captured as a CUDA graph: see graphed.GraphedStep).
-    """
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(x.device, amp, cache=autocast_cache):
-        out = model(x)
-    terms = objective(out, y, anchors)
-    optimizer.zero_grad(set_to_none=True)
-    if center_opt is not None:
-        center_opt.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    optimizer.step()
-    if center_opt is not None:
-        # Undo the loss weight on the centres' gradient, as the strong baseline does; the
-        # centres are outside DDP, so their gradients are averaged here.
-        for p in center_opt.param_groups[0]["params"]:
-            distributed.average_(p.grad, ctx).mul_(1.0 / center_weight)
-        center_opt.step()
-    # Detached: a live autograd graph would outlast the step (and, in a CUDA-graph warm-up, its
-    # gradient-accumulation nodes would be created on one stream and reused on another).
-    return {k: v.detach() for k, v in terms.items()}, out.detach()
 
 
 def _train_one_epoch(

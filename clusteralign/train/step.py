@@ -1,4 +1,4 @@
-"""The training step as one CUDA graph: forward, losses, backward and optimizer step replayed at once.
+"""The training step: one optimisation step on an augmented batch, eager or replayed as a CUDA graph.
 
 At a P x K batch of 64 a ResNet-50 step launches about a thousand kernels, and launching them
 from Python takes longer than the GPU needs to run them (measured on an H200: 22.9 ms per step
@@ -7,11 +7,85 @@ eagerly against 44 ms for four times the batch). Replaying a captured graph cost
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from ..models.output import ReIDOutput
+from . import distributed
+from .features import autocast
 from .objective import Objective
+
+StepResult = tuple[dict[str, torch.Tensor], ReIDOutput]
+# One optimisation step on an augmented batch: (x, labels, anchors) -> (loss terms, output).
+Step = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], StepResult]
+
+
+def build_step(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    *,
+    graphed: bool = False,
+    amp: str = "none",
+    channels_last: bool = False,
+    center_opt: torch.optim.Optimizer | None = None,
+    center_weight: float = 1.0,
+    ctx: distributed.DistContext = distributed.DistContext(),
+) -> Step:
+    """The step a training loop calls: a `GraphedStep` when `graphed`, else `train_step` with these settings."""
+    if graphed:
+        if center_opt is not None or ctx.enabled:
+            raise ValueError("a graphed step takes no centre-loss optimizer and runs in one process")
+        return GraphedStep(model, objective, optimizer, amp=amp, channels_last=channels_last)
+
+    def step(x: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor | None = None) -> StepResult:
+        return train_step(model, objective, optimizer, x, y, anchors=anchors, center_opt=center_opt,
+                          center_weight=center_weight, amp=amp, channels_last=channels_last, ctx=ctx)
+
+    return step
+
+
+def train_step(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    anchors: torch.Tensor | None = None,
+    center_opt: torch.optim.Optimizer | None = None,
+    center_weight: float = 1.0,
+    amp: str = "none",
+    channels_last: bool = False,
+    ctx: distributed.DistContext = distributed.DistContext(),
+    autocast_cache: bool = True,
+) -> StepResult:
+    """One optimisation step on an augmented batch `x`; returns the detached loss terms and the output.
+
+    Nothing here reads a value back to the host, so on a GPU the step never waits (and it can
+    be captured as a CUDA graph: see GraphedStep).
+    """
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, amp, cache=autocast_cache):
+        out = model(x)
+    terms = objective(out, y, anchors)
+    optimizer.zero_grad(set_to_none=True)
+    if center_opt is not None:
+        center_opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    if center_opt is not None:
+        # Undo the loss weight on the centres' gradient, as the strong baseline does; the
+        # centres are outside DDP, so their gradients are averaged here.
+        for p in center_opt.param_groups[0]["params"]:
+            distributed.average_(p.grad, ctx).mul_(1.0 / center_weight)
+        center_opt.step()
+    # Detached: a live autograd graph would outlast the step (and, in a CUDA-graph warm-up, its
+    # gradient-accumulation nodes would be created on one stream and reused on another).
+    return {k: v.detach() for k, v in terms.items()}, out.detach()
 
 
 class GraphedStep:
@@ -34,7 +108,7 @@ class GraphedStep:
         self.warmup_left = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: dict[str, torch.Tensor] = {}
-        self.result: tuple[dict[str, torch.Tensor], ReIDOutput] | None = None
+        self.result: StepResult | None = None
         self.side = None
         self.lrs: list = []
 
@@ -43,9 +117,7 @@ class GraphedStep:
         self.graph, self.result, self.static = None, None, {}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
-                 anchors: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], ReIDOutput]:
-        from .trainer import train_step
-
+                 anchors: torch.Tensor | None = None) -> StepResult:
         if self.warmup_left > 0:
             # Warm-up on a side stream, as CUDA's capture recipe asks: cuBLAS/cuDNN handles and
             # workspaces and the autograd engine's per-device state get created outside capture.
