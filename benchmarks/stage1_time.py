@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 import yaml
 
-from clusteralign.config import ConfigError, build_experiment
+from clusteralign.config import ConfigError, build_experiments
 from clusteralign.pipeline.prepare import prepare_dataset
 from clusteralign.train.trainer import StageSpec, train_stage
 
@@ -42,11 +42,11 @@ def main() -> None:
 
     with open(args.config) as f:
         config = yaml.safe_load(f)
-    experiments = config.get("experiments") or {}
+    experiments = build_experiments(config)
     name = args.experiment or (next(iter(experiments)) if len(experiments) == 1 else None)
     if name not in experiments:
         raise ConfigError(f"{args.config}: give --experiment, one of {', '.join(experiments) or '(none)'}")
-    exp = build_experiment(name, experiments[name], config.get("models") or {})
+    exp = experiments[name]
     stage = exp.stage1
     configured = stage.epochs
     if args.epochs is not None:

@@ -357,6 +357,21 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def build_experiments(config: dict[str, Any]) -> dict[str, ExperimentConfig]:
+    """Every ``experiments`` entry of a workflow config, checked against its ``models`` and ``datasets``."""
+    datasets = config.get("datasets") or {}
+    experiments = {}
+    for name, raw in (config.get("experiments") or {}).items():
+        exp = build_experiment(name, raw, config.get("models") or {})
+        if exp.dataset not in datasets:
+            raise ConfigError(
+                f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
+                f"defined in `datasets`: {', '.join(sorted(datasets)) or 'none'}"
+            )
+        experiments[name] = exp
+    return experiments
+
+
 def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> ExperimentConfig:
     """Resolve one `experiments.<name>` entry against the `models` section."""
     key = f"experiments.{name}"

@@ -1,21 +1,7 @@
 # Helpers shared by the rules: the typed experiment configs and input functions.
-from clusteralign.config import ConfigError, build_experiment, to_dict
+from clusteralign.config import build_experiments, to_dict
 
-
-def _build_experiments():
-    experiments = {}
-    for name, raw in config["experiments"].items():
-        exp = build_experiment(name, raw, config["models"])
-        if exp.dataset not in config["datasets"]:
-            raise ConfigError(
-                f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
-                f"defined in `datasets`: {', '.join(sorted(config['datasets']))}"
-            )
-        experiments[name] = exp
-    return experiments
-
-
-EXPERIMENTS = _build_experiments()
+EXPERIMENTS = build_experiments(config)
 STAGES = ("stage1", "stage2")
 
 
@@ -43,26 +29,26 @@ def section_params(section):
     )
 
 
-def anchor_params(wildcards):
-    # Both stages' anchor files are computed the way stage 2 consumes them.
-    stage2 = EXPERIMENTS[wildcards.experiment].stage2
-    return {
-        "anchors": to_dict(stage2.anchors),
-        "augment": to_dict(stage2.augment),
-        "device": stage2.device,
-        "amp": stage2.amp,
-        "channels_last": stage2.channels_last,
-    }
-
-
-def inference_params(wildcards):
-    stage = getattr(EXPERIMENTS[wildcards.experiment], wildcards.stage)
+def _inference_settings(stage):
+    # What feature extraction needs of a stage's settings.
     return {
         "augment": to_dict(stage.augment),
         "device": stage.device,
         "amp": stage.amp,
         "channels_last": stage.channels_last,
     }
+
+
+def anchor_params(wildcards):
+    # Both stages' anchor files are computed the way stage 2 consumes them.
+    stage2 = EXPERIMENTS[wildcards.experiment].stage2
+    return {"anchors": to_dict(stage2.anchors), **_inference_settings(stage2)}
+
+
+def inference_params(wildcards):
+    return _inference_settings(
+        getattr(EXPERIMENTS[wildcards.experiment], wildcards.stage)
+    )
 
 
 def experiment_description(name):

@@ -6,6 +6,7 @@ from clusteralign.config import (
     ModelConfig,
     StageConfig,
     build_experiment,
+    build_experiments,
     from_dict,
     to_dict,
 )
@@ -98,3 +99,12 @@ def test_cuda_graph_names_what_it_cannot_be_combined_with():
         assert part in str(err.value)
     exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {"cuda_graph": True}}, MODELS)
     assert exp.stage2.cuda_graph  # inherited, like the other device settings
+
+
+def test_build_experiments_checks_each_dataset_name():
+    config = {"datasets": {"d": {}}, "models": MODELS,
+              "experiments": {"a": {"dataset": "d", "model": "r18"}, "b": {"dataset": "nope", "model": "r18"}}}
+    with pytest.raises(ConfigError, match=r"experiments.b.dataset: unknown dataset 'nope'; defined in `datasets`: d"):
+        build_experiments(config)
+    del config["experiments"]["b"]
+    assert list(build_experiments(config)) == ["a"]
