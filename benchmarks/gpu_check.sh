@@ -53,7 +53,7 @@ step "ranking" 90 python3 benchmarks/eval_speed.py
 # best measured batch-64 full-step rate (120 when it fits), projected to 120 by the script.
 IPS=$(awk '/^model /{b = /batch 64 /} /^full step/ && b {print $3}' "$LOG" | sort -g | tail -n 1)
 EPOCHS=$(python3 -c "import sys; ips=float(sys.argv[1] or 0); t=0.5*(int(sys.argv[2])-60); \
-print(max(3, min(120, int(t*ips/13757))))" "${IPS:-0}" "$(left)")
+print(max(3, min(120, int(t*ips/12936))))" "${IPS:-0}" "$(left)")
 step "stage 1, Market-size, $EPOCHS epochs" $(( $(left) * 8 / 10 )) python3 benchmarks/stage1_time.py \
   configs/synthetic_market_size.yaml --epochs "$EPOCHS" --workers "$(nproc)" --work-dir /tmp/stage1_time
 cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null

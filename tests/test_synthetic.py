@@ -106,6 +106,32 @@ def test_counts_match_spec(tiny: tuple[Path, SyntheticSpec, dict[str, int]]) -> 
         assert spec.min_cameras_per_id <= len(cams) <= spec.max_cameras_per_id, (pid, cams)
 
 
+@pytest.mark.parametrize("target", [40, 56])  # the tiny spec draws 49 training images
+def test_num_train_images_fixes_the_training_set_size(tmp_path: Path, target: int) -> None:
+    drawn = synthetic._plan(SyntheticSpec.tiny())
+    spec = dataclasses.replace(SyntheticSpec.tiny(), num_train_images=target)
+    counts = generate_synthetic(tmp_path / "fixed", spec)
+    records = _records(tmp_path / "fixed")
+    assert counts["train"] == len(records[TRAIN_DIR]) == target
+    assert sum(e.folder == TRAIN_DIR for e in drawn) == 49
+    # The test side and every training identity's cameras stay as drawn; counts stay in bounds.
+    assert (counts["query"], counts["gallery"]) == (sum(e.folder == QUERY_DIR for e in drawn),
+                                                    sum(e.folder == GALLERY_DIR for e in drawn))
+    visits = Counter((pid, camid) for pid, camid, _ in records[TRAIN_DIR])
+    assert set(visits) == {(e.pid, e.camid) for e in drawn if e.folder == TRAIN_DIR}
+    assert all(spec.min_images_per_id_per_camera <= n <= spec.max_images_per_id_per_camera
+               for n in visits.values())
+
+
+def test_unset_num_train_images_keeps_older_markers_and_unreachable_one_is_refused() -> None:
+    spec = SyntheticSpec.tiny()
+    assert "num_train_images" not in spec.to_dict()
+    fixed = dataclasses.replace(spec, num_train_images=40)
+    assert SyntheticSpec.from_dict(fixed.to_dict()) == fixed
+    with pytest.raises(SyntheticSpecError, match=r"num_train_images \(500\) cannot be reached"):
+        synthetic._plan(dataclasses.replace(spec, num_train_images=500))
+
+
 def test_splits_follow_market_conventions(
     tiny: tuple[Path, SyntheticSpec, dict[str, int]],
 ) -> None:
@@ -273,6 +299,8 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
         ({"seed": -1}, "seed"),
         ({"palette_size": 1}, "palette_size"),
         ({"family_mutations": 0}, "family_mutations"),
+        ({"num_train_images": 0}, "num_train_images"),
+        ({"num_train_images": 12.5}, "num_train_images"),
     ],
 )
 def test_invalid_spec_names_the_field(changes: dict[str, object], field: str) -> None:

@@ -82,6 +82,9 @@ class SyntheticSpec:
     images in each of their cameras; test identities get at least 2 per camera (one becomes the
     query of that camera, the rest go to the gallery), so every query has a true match in another
     camera. Each identity appears in `min_cameras_per_id..max_cameras_per_id` distinct cameras.
+    `num_train_images`, when given, fixes the training set's size exactly (e.g. Market-1501's
+    12,936): images are then added to or removed from randomly chosen training visits, within
+    the per-camera bounds, until the drawn counts sum to it.
 
     Difficulty knobs. The defaults are calibrated so that a ResNet-18 of quarter width trained
     from scratch (cross-entropy + batch-hard triplet, P x K = 16 x 4, Adam 3.5e-4) for about
@@ -120,6 +123,7 @@ class SyntheticSpec:
     max_blur: float = 0.8
     misalignment: float = 0.04
     viewpoint_bias: float = 0.4
+    num_train_images: int | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -156,7 +160,12 @@ class SyntheticSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain JSON-ready dict (field name -> value)."""
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        # Left out when unset, so that folders generated before the field existed keep the
+        # marker they were written with and still count as the same dataset.
+        if values["num_train_images"] is None:
+            del values["num_train_images"]
+        return values
 
     # ----------------------------------------------------------------------------------------
 
@@ -188,6 +197,8 @@ class SyntheticSpec:
             "misalignment": (0.0, 0.5),
             "viewpoint_bias": (0.0, 1.0),
         }
+        if self.num_train_images is not None:
+            ints["num_train_images"] = (1, 10_000_000)
         for name, (lo, hi) in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -524,8 +535,8 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
     test_pids = list(range(spec.num_train_ids + 1, spec.num_train_ids + spec.num_test_ids + 1))
     cameras = {c: _make_camera(spec, c) for c in range(1, spec.num_cameras + 1)}
 
-    # (folder, role, pid, camid, index, view, facing_left, scale) before names are assigned.
-    pending: list[tuple[str, int, int, int, int, int, bool, float]] = []
+    # Per identity, its cameras and how many images it has in each (test ids: and which is the query).
+    visits: list[tuple[int, int, int, int]] = []  # (pid, camid, n_images, query index or -1)
     for pid in train_pids + test_pids:
         is_test = pid > spec.num_train_ids
         rng = _rng(spec.seed, _K_PLAN, pid)
@@ -537,15 +548,25 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
         for camid in cams:
             n_images = int(rng.integers(low, spec.max_images_per_id_per_camera + 1))
             query = int(rng.integers(n_images)) if is_test else -1
-            visit = _rng(spec.seed, _K_VISIT, pid, camid)
-            # One walk past the camera: consecutive detections mostly share the viewpoint.
-            view = int(visit.choice(len(_VIEWS), p=cameras[camid].view_probs))
-            facing_left = bool(visit.random() < 0.5)
-            scale = float(cameras[camid].scale * np.exp(visit.normal(0.0, 0.05)))
-            for k in range(n_images):
-                v = view if visit.random() < 0.8 else int(visit.integers(len(_VIEWS)))
-                folder = (QUERY_DIR if k == query else GALLERY_DIR) if is_test else TRAIN_DIR
-                pending.append((folder, _ROLE_ID, pid, camid, k, v, facing_left, scale))
+            visits.append((pid, camid, n_images, query))
+    if spec.num_train_images is not None:
+        n_train = sum(1 for v in visits if v[0] <= spec.num_train_ids)
+        counts = _fit_total([v[2] for v in visits[:n_train]], spec)
+        visits[:n_train] = [(pid, camid, n, -1) for (pid, camid, _, _), n in zip(visits[:n_train], counts)]
+
+    # (folder, role, pid, camid, index, view, facing_left, scale) before names are assigned.
+    pending: list[tuple[str, int, int, int, int, int, bool, float]] = []
+    for pid, camid, n_images, query in visits:
+        is_test = pid > spec.num_train_ids
+        visit = _rng(spec.seed, _K_VISIT, pid, camid)
+        # One walk past the camera: consecutive detections mostly share the viewpoint.
+        view = int(visit.choice(len(_VIEWS), p=cameras[camid].view_probs))
+        facing_left = bool(visit.random() < 0.5)
+        scale = float(cameras[camid].scale * np.exp(visit.normal(0.0, 0.05)))
+        for k in range(n_images):
+            v = view if visit.random() < 0.8 else int(visit.integers(len(_VIEWS)))
+            folder = (QUERY_DIR if k == query else GALLERY_DIR) if is_test else TRAIN_DIR
+            pending.append((folder, _ROLE_ID, pid, camid, k, v, facing_left, scale))
     extra = _rng(spec.seed, _K_EXTRA)
     for role, count in ((_ROLE_DISTRACTOR, spec.num_distractors), (_ROLE_JUNK, spec.num_junk)):
         for i in range(count):
@@ -581,6 +602,26 @@ def _plan(spec: SyntheticSpec) -> list[_Entry]:
         entries.append(_Entry(folder, name, role, pid, camid, k, view, facing_left, scale))
     entries.sort(key=lambda e: (e.folder, e.name))
     return entries
+
+
+def _fit_total(counts: list[int], spec: SyntheticSpec) -> list[int]:
+    """Training visits' image counts changed one image at a time, at random visits, to sum to `num_train_images`."""
+    low, high, target = spec.min_images_per_id_per_camera, spec.max_images_per_id_per_camera, spec.num_train_images
+    assert target is not None
+    if not low * len(counts) <= target <= high * len(counts):
+        raise SyntheticSpecError(
+            f"SyntheticSpec.num_train_images ({target}) cannot be reached: the {spec.num_train_ids} training "
+            f"identities appear in {len(counts)} (identity, camera) pairs, which hold between {low * len(counts)} "
+            f"and {high * len(counts)} images at {low}..{high} images per identity and camera."
+        )
+    counts = list(counts)
+    rng = _rng(spec.seed, _K_PLAN, 0, 1)
+    while (diff := target - sum(counts)) != 0:
+        step = 1 if diff > 0 else -1
+        open_visits = [i for i, c in enumerate(counts) if (c < high if step > 0 else c > low)]
+        for i in rng.permutation(open_visits)[: abs(diff)].tolist():
+            counts[i] += step
+    return counts
 
 
 # --------------------------------------------------------------------------------------------
