@@ -9,7 +9,10 @@ epochs and validation passes (from history.csv), and the rest (decoding, set-up,
 `--epochs N` trains N epochs instead of the configured number (the learning-rate schedule is
 shortened with it, which does not change the cost of an epoch) and also prints the projection
 to the configured number: training time scaled by epochs, plus the configured number of
-validation passes at the measured cost of one, plus the one-off rest.
+validation passes at the measured cost of one, plus the one-off rest. `--set KEY=VALUE` changes
+a stage-1 setting for this run (YAML value, dots for nested keys), checked like the config file:
+
+    python benchmarks/stage1_time.py configs/synthetic_market_size.yaml --set compile=true
 """
 
 from __future__ import annotations
@@ -37,16 +40,29 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="train this many epochs instead of the configured number")
     p.add_argument("--work-dir", type=Path, default=Path("results/benchmarks/stage1_time"))
     p.add_argument("--workers", type=int, default=4, help="processes that render a synthetic set")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a stage-1 setting, e.g. compile=true or optimizer.lr=7e-4 (repeatable)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     with open(args.config) as f:
         config = yaml.safe_load(f)
-    experiments = build_experiments(config)
-    name = args.experiment or (next(iter(experiments)) if len(experiments) == 1 else None)
-    if name not in experiments:
-        raise ConfigError(f"{args.config}: give --experiment, one of {', '.join(experiments) or '(none)'}")
-    exp = experiments[name]
+    names = list(config.get("experiments") or {})
+    name = args.experiment or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise ConfigError(f"{args.config}: give --experiment, one of {', '.join(names) or '(none)'}")
+    for override in args.overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            p.error(f"--set {override!r}: expected KEY=VALUE")
+        section = config["experiments"][name]
+        path = ["stage1", *key.split(".")]
+        for part in path[:-1]:
+            section = section.setdefault(part, {})
+            if not isinstance(section, dict):
+                p.error(f"--set {override!r}: {part} is not a mapping in {args.config}")
+        section[path[-1]] = yaml.safe_load(value)
+    exp = build_experiments(config)[name]
     stage = exp.stage1
     configured = stage.epochs
     if args.epochs is not None:

@@ -185,6 +185,7 @@ class StageConfig:
     sync_bn: bool = True
     # Capture the whole training step as one CUDA graph and replay it: no per-kernel launch
     # cost, which dominates small batches of large models. CUDA only (ignored on the CPU).
+    # With `compile`, the graph holds the compiled model's fused kernels.
     cuda_graph: bool = False
 
     def __post_init__(self) -> None:
@@ -197,7 +198,6 @@ class StageConfig:
         if self.cuda_graph:
             conflicts = [what for what, bad in (
                 (f"world_size {self.world_size} (one process only)", self.world_size > 1),
-                ("compile", self.compile),
                 ("the centre loss (its own optimizer step)", bool(self.loss.center_weight)),
                 (f"optimizer {self.optimizer.name} (adam only)", self.optimizer.name != "adam"),
             ) if bad]

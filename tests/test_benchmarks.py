@@ -59,7 +59,15 @@ def test_extract_speed_prints_images_per_second():
 @pytest.mark.slow
 def test_stage1_time_runs_the_stage_and_projects_the_configured_epochs(tmp_path):
     out = run_benchmark("stage1_time.py", str(ROOT / "tests/config/tiny.yaml"), "--epochs", "1", "--workers", "1",
-                        "--work-dir", str(tmp_path))
+                        "--work-dir", str(tmp_path), "--set", "num_identities=3", "--set", "augment.height=32",
+                        "--set", "augment.width=16")
+    assert "batch 3x2, input 32x16" in out, out
     assert re.search(r"stage 1 +[\d.]+ s for 1 epochs", out), out
     assert re.search(r"projected +[\d.]+ s for the configured 2 epochs", out), out
     assert (tmp_path / "tiny/stage1/model.pt").is_file()
+
+
+def test_stage1_time_checks_its_overrides_like_the_config():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(ROOT / "tests/config/tiny.yaml"),
+                           "--set", "num_instances=zero"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "experiments.tiny.stage1.num_instances" in proc.stderr, proc.stderr[-2000:]

@@ -104,7 +104,8 @@ def _tiny_step_setup(capturable: bool):
     return model, objective, optimizer, build_scheduler(optimizer, stage.schedule)
 
 
-def test_graphed_step_follows_the_eager_step_and_the_schedule():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager-model", "compiled-model"])
+def test_graphed_step_follows_the_eager_step_and_the_schedule(compiled: bool):
     torch.backends.cudnn.benchmark = False
     device = torch.device("cuda")
     gen = torch.Generator(device=device).manual_seed(0)
@@ -112,7 +113,8 @@ def test_graphed_step_follows_the_eager_step_and_the_schedule():
     labels = torch.arange(4, device=device).repeat_interleave(2)
     eager_model, eager_obj, eager_opt, eager_sched = _tiny_step_setup(capturable=False)
     graph_model, graph_obj, graph_opt, graph_sched = _tiny_step_setup(capturable=True)
-    step = GraphedStep(graph_model, graph_obj, graph_opt, warmup=2)
+    # A compiled model compiles during the warm-up; the capture then holds its fused kernels.
+    step = GraphedStep(torch.compile(graph_model) if compiled else graph_model, graph_obj, graph_opt, warmup=2)
     eager_losses, graph_losses = [], []
     for i, x in enumerate(batches):
         if i in (3, 6):  # an epoch boundary: the scheduler fills the lr tensors in place
@@ -122,8 +124,15 @@ def test_graphed_step_follows_the_eager_step_and_the_schedule():
         graph_losses.append(float(step(x, labels)[0]["total"]))
     assert step.graph is not None  # the last steps were replays
     assert graph_losses == pytest.approx(eager_losses, rel=1e-3)
+    start = _tiny_step_setup(capturable=False)[0].state_dict()
     for (name, a), b in zip(eager_model.state_dict().items(), graph_model.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+        if not compiled:
+            assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+        elif a.is_floating_point():
+            # Fused kernels sum in another order, and Adam turns tiny gradient differences into
+            # per-weight steps of up to lr, so compare each tensor's whole update instead.
+            update, other = a - start[name], b - start[name]
+            assert torch.linalg.vector_norm(other - update) <= 0.05 * torch.linalg.vector_norm(update) + 1e-6, name
 
 
 def test_graphed_stage_trains_like_the_eager_one(tiny_dataset, tmp_path: Path):

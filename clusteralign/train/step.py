@@ -97,6 +97,8 @@ class GraphedStep:
     (``build_optimizer(..., capturable=True)``): its learning rates are device tensors, so the
     schedule changes them in place without a new capture. Call `reset` when the model's
     Python-side behaviour changes (e.g. ``set_epoch``): the next call captures again.
+    The model may be ``torch.compile``d: compiling happens in the eager warm-up, and the capture
+    records the compiled kernels.
     """
 
     def __init__(self, model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, *,
