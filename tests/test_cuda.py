@@ -94,10 +94,10 @@ def test_bf16_channels_last_stages_on_cuda(tiny_dataset, tmp_path: Path):
     assert next(model.parameters()).device.type == "cpu"
 
 
-def _tiny_step_setup(capturable: bool):
+def _tiny_step_setup(capturable: bool, model_cfg: ModelConfig = ModelConfig(backbone="resnet18", base_width=8)):
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="resnet18", base_width=8), 10, load_pretrained=False).to(device)
+    model = build_model(model_cfg, 10, load_pretrained=False).to(device)
     objective = Objective(LossConfig(), 10, model.feature_dim).to(device)
     stage = StageConfig()  # warm-up schedule: the lr changes every epoch
     optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=True, capturable=capturable)
@@ -133,6 +133,42 @@ def test_graphed_step_follows_the_eager_step_and_the_schedule(compiled: bool):
             # per-weight steps of up to lr, so compare each tensor's whole update instead.
             update, other = a - start[name], b - start[name]
             assert torch.linalg.vector_norm(other - update) <= 0.05 * torch.linalg.vector_norm(update) + 1e-6, name
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager-model", "compiled-model"])
+def test_graphed_step_recaptures_when_the_model_switches_a_term_on(compiled: bool):
+    # ABD-Net's feature-orthogonality term starts at an epoch (set_epoch): the trainer then resets
+    # the graphed step, whose next call runs eagerly (a compiled model recompiles there, outside
+    # any capture) before it captures the model's new behaviour.
+    torch.backends.cudnn.benchmark = False
+    device = torch.device("cuda")
+    cfg = ModelConfig(family="abd", backbone="resnet18", base_width=8, embed_dim=32, of_start_epoch=1)
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(8)]
+    labels = torch.arange(4, device=device).repeat_interleave(2)
+    eager_model, eager_obj, eager_opt, _ = _tiny_step_setup(capturable=False, model_cfg=cfg)
+    graph_model, graph_obj, graph_opt, _ = _tiny_step_setup(capturable=True, model_cfg=cfg)
+    for model in (eager_model, graph_model):  # the two would draw different dropout masks
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)):
+                module.p = 0.0
+    step = GraphedStep(torch.compile(graph_model) if compiled else graph_model, graph_obj, graph_opt, warmup=2)
+    eager_losses, graph_losses = [], []
+    for i, x in enumerate(batches):
+        epoch = 0 if i < 4 else 1
+        eager_model.set_epoch(epoch)
+        graph_model.set_epoch(epoch)
+        if i == 4:
+            step.reset()
+        eager_terms = train_step(eager_model, eager_obj, eager_opt, x, labels)[0]
+        graph_terms = step(x, labels)[0]
+        assert set(graph_terms) == set(eager_terms)
+        eager_losses.append(float(eager_terms["total"]))
+        graph_losses.append(float(graph_terms["total"]))
+        if i == 4:
+            assert step.graph is None  # the call after a reset is an eager warm-up
+    assert step.graph is not None and "of" in graph_terms
+    assert graph_losses == pytest.approx(eager_losses, rel=2e-3)
 
 
 def test_graphed_stage_trains_like_the_eager_one(tiny_dataset, tmp_path: Path):

@@ -115,8 +115,11 @@ class GraphedStep:
         self.lrs: list = []
 
     def reset(self) -> None:
-        """Drop the captured graph; the next call captures a new one."""
+        """Drop the captured graph; the next call runs eagerly, the one after captures anew."""
         self.graph, self.result, self.static = None, None, {}
+        # An eager step first, as before the first capture: whatever the change makes the model
+        # do for the first time (a compiled model recompiles) happens outside the capture.
+        self.warmup_left = max(self.warmup_left, 1)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
                  anchors: torch.Tensor | None = None) -> StepResult:
