@@ -176,6 +176,8 @@ class StageConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
     channels_last: bool = False
+    # torch.compile the model (default mode). On a GPU it pays inside `cuda_graph`; alone its
+    # kernels cost more to launch than they save at batch 64 (README, Performance).
     compile: bool = False
     deterministic: bool = True
     num_threads: Optional[int] = None
