@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import yaml
 
-from clusteralign.config import ConfigError, build_experiments
+from clusteralign.config import ConfigError, build_experiments, deep_merge
 from clusteralign.pipeline.prepare import prepare_dataset
 from clusteralign.train.trainer import StageSpec, train_stage
 
@@ -55,13 +55,10 @@ def main() -> None:
         key, sep, value = override.partition("=")
         if not sep or not key:
             p.error(f"--set {override!r}: expected KEY=VALUE")
-        section = config["experiments"][name]
-        path = ["stage1", *key.split(".")]
-        for part in path[:-1]:
-            section = section.setdefault(part, {})
-            if not isinstance(section, dict):
-                p.error(f"--set {override!r}: {part} is not a mapping in {args.config}")
-        section[path[-1]] = yaml.safe_load(value)
+        tree = yaml.safe_load(value)
+        for part in reversed(["stage1", *key.split(".")]):
+            tree = {part: tree}
+        config["experiments"][name] = deep_merge(config["experiments"][name], tree)
     exp = build_experiments(config)[name]
     stage = exp.stage1
     configured = stage.epochs
