@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from clusteralign.models import FAMILIES
@@ -58,12 +59,16 @@ def test_extract_speed_prints_images_per_second():
 
 @pytest.mark.slow
 def test_stage1_time_runs_the_stage_and_projects_the_configured_epochs(tmp_path):
-    out = run_benchmark("stage1_time.py", str(ROOT / "tests/config/tiny.yaml"), "--epochs", "1", "--workers", "1",
-                        "--work-dir", str(tmp_path), "--set", "num_identities=3", "--set", "augment.height=32",
-                        "--set", "augment.width=16")
+    out = run_benchmark("stage1_time.py", str(ROOT / "tests/config/tiny.yaml"), "--epochs", "2", "--workers", "1",
+                        "--work-dir", str(tmp_path), "--set", "epochs=5", "--set", "num_identities=3",
+                        "--set", "augment.height=32", "--set", "augment.width=16")
     assert "batch 3x2, input 32x16" in out, out
-    assert re.search(r"stage 1 +[\d.]+ s for 1 epochs", out), out
-    assert re.search(r"projected +[\d.]+ s for the configured 2 epochs", out), out
+    assert re.search(r"stage 1 +[\d.]+ s for 2 epochs", out), out
+    projected = re.search(r"projected +[\d.]+ s for the configured 5 epochs: training ([\d.]+) s", out)
+    assert projected, out
+    # The first epoch (warm-up, compiling) counts once, the second stands for the other four.
+    first, second = pd.read_csv(tmp_path / "tiny/stage1/history.csv")["train_seconds"]
+    assert float(projected.group(1)) == pytest.approx(first + 4 * second, abs=0.051)
     assert (tmp_path / "tiny/stage1/model.pt").is_file()
 
 
