@@ -54,7 +54,7 @@ step "ranking" 90 python3 benchmarks/eval_speed.py
 # Stage 1 of the Market-size preset (cuda_graph + compile): as many epochs as the time left
 # allows at that setting's measured full-step rate, less 100 s for compiling, validation and
 # set-up (all 120 when they fit, about 330 s on an H200), else projected to 120 by the script.
-IPS=$(awk '/^model /{b = /batch 64 .*compile True, cuda_graph True/} /^full step/ && b {print $3}' "$LOG" | tail -n 1)
+IPS=$(awk '/^model /{b = /batch 64 .*compile default, cuda_graph True/} /^full step/ && b {print $3}' "$LOG" | tail -n 1)
 EPOCHS=$(python3 -c "import sys; ips=float(sys.argv[1] or 0); t=0.9*(int(sys.argv[2])-100); \
 print(max(3, min(120, int(t*ips/12936))))" "${IPS:-0}" "$(left)")
 step "stage 1, Market-size, $EPOCHS epochs" $(( $(left) * 8 / 10 )) python3 benchmarks/stage1_time.py \
@@ -63,6 +63,8 @@ cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null
 
 step "train throughput, batch 64, torch.compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \
   --steps 40 --warmup 10 --compile
+step "train throughput, batch 64, CUDA graph + compile max-autotune" 300 python3 benchmarks/train_throughput.py \
+  "${R50[@]}" --steps 40 --warmup 10 --cuda-graph --compile --compile-mode max-autotune-no-cudagraphs
 step "train throughput, every family" 150 python3 benchmarks/train_throughput.py "${R50[@]}" --family all \
   --steps 15 --warmup 5
 echo "== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"

@@ -95,7 +95,7 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     graphed = args.cuda_graph and device.type == "cuda"
     optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=device.type == "cuda",
                                 capturable=graphed)
-    step_model = torch.compile(model) if args.compile else model
+    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     model.train()
 
     cache_hw = (args.cache_height or args.height, args.cache_width or args.width)
@@ -160,6 +160,10 @@ def main() -> None:
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    # The training config's `compile` uses the default mode; the others are here to be measured.
+    # (reduce-overhead brings inductor's own CUDA graphs: not with --cuda-graph.)
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"])
     p.add_argument("--cuda-graph", action="store_true", help="replay the step as one CUDA graph (CUDA only)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -170,6 +174,8 @@ def main() -> None:
     if unknown:
         p.error(f"unknown --family {', '.join(unknown)}; expected one of {', '.join(FAMILIES)} or 'all'")
 
+    if args.compile and args.cuda_graph and args.compile_mode in ("max-autotune", "reduce-overhead"):
+        p.error(f"--compile-mode {args.compile_mode} captures CUDA graphs itself: leave out --cuda-graph")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -189,7 +195,7 @@ def main() -> None:
         rows.append((family, r))
         print(f"model             {family}/{args.backbone} width {args.base_width}, input {args.height}x{args.width}, "
               f"cache {cache_hw[0]}x{cache_hw[1]}, batch {r['batch']} ({args.num_identities}x{args.num_instances}), "
-              f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}, "
+              f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile_mode if args.compile else False}, "
               f"cuda_graph {args.cuda_graph and device.type == 'cuda'}")
         print(f"FLOPs per image   forward {r['fwd_gflop']:.2f} GFLOP, step {r['step_gflop']:.2f} GFLOP")
         print(f"model-only        {r['model_ips']:10.1f} img/s  ({r['model_ms']:.1f} ms/step)")

@@ -45,6 +45,12 @@ def test_train_throughput_names_an_unknown_family():
     assert proc.returncode != 0 and "unknown --family nosuch" in proc.stderr
 
 
+def test_train_throughput_refuses_two_kinds_of_cuda_graph():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--compile", "--cuda-graph",
+                           "--compile-mode", "reduce-overhead"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "leave out --cuda-graph" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_eval_speed_compares_the_ranker_with_numpy():
     out = run_benchmark("eval_speed.py", "--num-query", "60", "--num-gallery", "400", "--num-distractors", "40",
                         "--num-ids", "30", "--dim", "32")
