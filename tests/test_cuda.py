@@ -135,6 +135,31 @@ def test_graphed_step_follows_the_eager_step_and_the_schedule(compiled: bool):
             assert torch.linalg.vector_norm(other - update) <= 0.05 * torch.linalg.vector_norm(update) + 1e-6, name
 
 
+def test_graphed_step_recaptures_when_the_lr_tensors_are_replaced():
+    # A loaded optimizer state brings new lr tensors; the captured step would go on reading the old ones.
+    torch.backends.cudnn.benchmark = False
+    device = torch.device("cuda")
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(7)]
+    labels = torch.arange(4, device=device).repeat_interleave(2)
+    eager_model, eager_obj, eager_opt, _ = _tiny_step_setup(capturable=False)
+    graph_model, graph_obj, graph_opt, _ = _tiny_step_setup(capturable=True)
+    step = GraphedStep(graph_model, graph_obj, graph_opt, warmup=2)
+    eager_losses, graph_losses = [], []
+    for i, x in enumerate(batches):
+        if i == 4:
+            for group in eager_opt.param_groups:
+                group["lr"] = 1e-3
+            for group in graph_opt.param_groups:
+                group["lr"] = torch.tensor(1e-3, device=device)
+        eager_losses.append(float(train_step(eager_model, eager_obj, eager_opt, x, labels)[0]["total"]))
+        graph_losses.append(float(step(x, labels)[0]["total"]))
+        if i == 4:
+            assert step.graph is None  # noticed: an eager step, then a new capture
+    assert step.graph is not None and step.lrs[0] is graph_opt.param_groups[0]["lr"]
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-3)
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager-model", "compiled-model"])
 def test_graphed_step_recaptures_when_the_model_switches_a_term_on(compiled: bool):
     # ABD-Net's feature-orthogonality term starts at an epoch (set_epoch): the trainer then resets

@@ -95,8 +95,9 @@ class GraphedStep:
     output are the graph's static tensors, overwritten by the next call (read or copy them
     before it, as the training loop's running sums do). The optimizer must be capturable
     (``build_optimizer(..., capturable=True)``): its learning rates are device tensors, so the
-    schedule changes them in place without a new capture. Call `reset` when the model's
-    Python-side behaviour changes (e.g. ``set_epoch``): the next call captures again.
+    schedule changes them in place without a new capture; replaced lr tensors are noticed and
+    reset the step. Call `reset` when the model's Python-side behaviour changes (e.g.
+    ``set_epoch``): the next call runs eagerly, the one after captures again.
     The model may be ``torch.compile``d: compiling happens in the eager warm-up, and the capture
     records the compiled kernels.
     """
@@ -123,6 +124,10 @@ class GraphedStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
                  anchors: torch.Tensor | None = None) -> StepResult:
+        if self.graph is not None and any(g["lr"] is not lr for g, lr in zip(self.optimizer.param_groups, self.lrs)):
+            # The captured step reads the lr tensors it was captured with; a scheduler or a
+            # loaded state that replaced them (instead of filling them in place) needs a new capture.
+            self.reset()
         if self.warmup_left > 0:
             # Warm-up on a side stream, as CUDA's capture recipe asks: cuBLAS/cuDNN handles and
             # workspaces and the autograd engine's per-device state get created outside capture.
@@ -133,10 +138,6 @@ class GraphedStep:
                 result = train_step(self.model, self.objective, self.optimizer, x, y, anchors=anchors, **self.kw)
             torch.cuda.current_stream(x.device).wait_stream(self.side)
             return result
-        if self.graph is not None and any(g["lr"] is not lr for g, lr in zip(self.optimizer.param_groups, self.lrs)):
-            # The captured step reads the lr tensors it was captured with; a scheduler or a
-            # loaded state that replaced them (instead of filling them in place) needs a new capture.
-            self.reset()
         if self.graph is None:
             self.lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.static = {"x": x.clone(), "y": y.clone()}
