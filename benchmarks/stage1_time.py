@@ -59,7 +59,8 @@ def main() -> None:
         tree = yaml.safe_load(value)
         for part in reversed(["stage1", *key.split(".")]):
             tree = {part: tree}
-        config["experiments"][name] = deep_merge(config["experiments"][name], tree)
+        if isinstance(config["experiments"][name], dict):  # else build_experiments says what is wrong
+            config["experiments"][name] = deep_merge(config["experiments"][name], tree)
     exp = build_experiments(config)[name]
     stage = exp.stage1
     configured = stage.epochs
