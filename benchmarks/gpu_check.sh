@@ -38,10 +38,13 @@ step "device" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_versio
   torchvision.__version__, torch.cuda.get_device_name())"; nproc'
 step "build ranker" 120 python3 setup.py -q build_ext --inplace
 step "cuda tests" 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
-  "tests/test_augment.py::test_cuda_matches_cpu_for_the_same_random_stream" tests/test_distance.py
+  "tests/test_augment.py::test_cuda_matches_cpu_for_the_same_random_stream" tests/test_distance.py \
+  "tests/test_batches.py::test_the_batches_do_not_depend_on_the_chunk_on_cuda"
 step "train throughput, batch 64" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 40 --warmup 10
 step "train throughput, batch 64, CUDA graph" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 40 \
   --warmup 10 --cuda-graph
+step "train throughput, batch 64, CUDA graph, one batch augmented per call" 90 python3 \
+  benchmarks/train_throughput.py "${R50[@]}" --steps 40 --warmup 10 --cuda-graph --augment-chunk 1
 step "train throughput, batch 64, CUDA graph + compile" 150 python3 benchmarks/train_throughput.py "${R50[@]}" \
   --steps 40 --warmup 10 --cuda-graph --compile
 step "train throughput, batch 256" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 20 --warmup 5 \

@@ -5,8 +5,9 @@ Two measurements on the same batch shape, same model, objective and optimizer:
   model-only: forward + loss + backward + optimizer step on an already augmented float batch
               that sits on the device (the best the data path could ever allow);
   full step:  the trainer's real path — index a P x K batch out of the uint8 image cache held on
-              the device, augment it there (resize, flip, pad+crop, normalise, random erasing),
-              then the same step (clusteralign.train.step.train_step).
+              the device, augment it there (resize, flip, pad+crop, normalise, random erasing;
+              `--augment-chunk` batches per call, by default as the trainer does), then the same
+              step (clusteralign.train.step.train_step).
 
 Their ratio is the data path's efficiency (1.0 = free). FLOPs per image come from
 torch.utils.flop_counter; on a GPU the achieved rate is compared with the device's dense bf16
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, StageConfig
 from clusteralign.models import FAMILIES, build_model
 from clusteralign.train.augment import train_transform
+from clusteralign.train.batches import augmented_batches, default_chunk
 from clusteralign.train.objective import Objective
 from clusteralign.train.sampler import PKSampler
 from clusteralign.train.schedule import build_optimizer
@@ -115,14 +118,22 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     def model_only() -> None:
         step(x_fixed, y_fixed, None)
 
-    counter = iter(range(10**9))
+    chunk = args.augment_chunk or default_chunk(device)
+
+    def epochs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The trainer's batch stream (P x K batches, augmented `chunk` per call), epoch after epoch."""
+        while True:
+            yield from augmented_batches(images, labels, batches, spec, gen, chunk=chunk,
+                                         channels_last=stage.channels_last)
+
+    train_stream, augment_stream = epochs(), epochs()
 
     def full_step() -> None:
-        idx = batches[next(counter) % len(batches)]
-        step(train_transform(images[idx], spec, gen), labels[idx], None)
+        x, y = next(train_stream)
+        step(x, y, None)
 
     def augment_only() -> None:
-        train_transform(images[batches[next(counter) % len(batches)]], spec, gen)
+        next(augment_stream)
 
     # FLOPs of one forward and one full step (forward + backward) on this batch shape.
     with FlopCounterMode(display=False) as fc:
@@ -138,7 +149,7 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     t_aug = timed(augment_only, args.steps, args.warmup, device)
     return {"batch": batch, "fwd_gflop": fwd_flops / 1e9, "step_gflop": step_flops / 1e9,
             "model_ips": batch / t_model, "full_ips": batch / t_full, "aug_ms": 1e3 * t_aug,
-            "model_ms": 1e3 * t_model, "full_ms": 1e3 * t_full, "ratio": t_model / t_full,
+            "model_ms": 1e3 * t_model, "full_ms": 1e3 * t_full, "ratio": t_model / t_full, "chunk": chunk,
             "tflops": step_flops * batch / t_full / 1e12}
 
 
@@ -165,6 +176,8 @@ def main() -> None:
     p.add_argument("--compile-mode", default="default",
                    choices=["default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"])
     p.add_argument("--cuda-graph", action="store_true", help="replay the step as one CUDA graph (CUDA only)")
+    p.add_argument("--augment-chunk", type=int, default=0,
+                   help="batches augmented per call, as the config's augment_chunk (0: the trainer's default)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
@@ -176,6 +189,8 @@ def main() -> None:
 
     if args.compile and args.cuda_graph and args.compile_mode in ("max-autotune", "reduce-overhead"):
         p.error(f"--compile-mode {args.compile_mode} captures CUDA graphs itself: leave out --cuda-graph")
+    if args.augment_chunk < 0:
+        p.error(f"--augment-chunk must be 0 (the trainer's default) or a number of batches, got {args.augment_chunk}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -196,7 +211,7 @@ def main() -> None:
         print(f"model             {family}/{args.backbone} width {args.base_width}, input {args.height}x{args.width}, "
               f"cache {cache_hw[0]}x{cache_hw[1]}, batch {r['batch']} ({args.num_identities}x{args.num_instances}), "
               f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile_mode if args.compile else False}, "
-              f"cuda_graph {args.cuda_graph and device.type == 'cuda'}")
+              f"cuda_graph {args.cuda_graph and device.type == 'cuda'}, augment_chunk {r['chunk']}")
         print(f"FLOPs per image   forward {r['fwd_gflop']:.2f} GFLOP, step {r['step_gflop']:.2f} GFLOP")
         print(f"model-only        {r['model_ips']:10.1f} img/s  ({r['model_ms']:.1f} ms/step)")
         print(f"full step         {r['full_ips']:10.1f} img/s  ({r['full_ms']:.1f} ms/step)")

@@ -189,8 +189,14 @@ class StageConfig:
     # cost, which dominates small batches of large models. CUDA only (ignored on the CPU).
     # With `compile`, the graph holds the compiled model's fused kernels.
     cuda_graph: bool = False
+    # Training batches augmented per call; 0 lets the trainer choose (8 on a GPU, where one
+    # batch's ~100 small kernels cost more to launch than to run, 1 on the CPU). The batches
+    # are the same whatever the value.
+    augment_chunk: int = 0
 
     def __post_init__(self) -> None:
+        if self.augment_chunk < 0:
+            raise ConfigError(f"augment_chunk: must be 0 (automatic) or a number of batches, got {self.augment_chunk}")
         if self.world_size < 1:
             raise ConfigError(f"world_size: must be at least 1, got {self.world_size}")
         if self.epochs < 1:

@@ -51,6 +51,16 @@ def test_train_throughput_refuses_two_kinds_of_cuda_graph():
     assert proc.returncode != 0 and "leave out --cuda-graph" in proc.stderr, proc.stderr[-2000:]
 
 
+def test_train_throughput_augments_several_batches_per_call_when_asked():
+    out = run_benchmark("train_throughput.py", "--base-width", "8", "--height", "64", "--width", "32",
+                        "--num-identities", "4", "--num-instances", "2", "--num-images", "64", "--num-classes", "16",
+                        "--steps", "5", "--warmup", "1", "--device", "cpu", "--threads", "1", "--augment-chunk", "3")
+    assert "augment_chunk 3" in out and "data-path ratio" in out, out
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--augment-chunk", "-1"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "--augment-chunk must be 0" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_eval_speed_compares_the_ranker_with_numpy():
     out = run_benchmark("eval_speed.py", "--num-query", "60", "--num-gallery", "400", "--num-distractors", "40",
                         "--num-ids", "30", "--dim", "32")

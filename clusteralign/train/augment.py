@@ -221,8 +221,18 @@ def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=fmt)
 
 
+def train_uniforms(n: int, spec: AugmentSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The uniforms ``train_transform`` draws for ``n`` images: one row per image, on ``device``."""
+    return _uniform(n, 3 + 1 + 4 * spec.erasing_attempts, generator, device)
+
+
 def train_transform(
-    images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator, *, channels_last: bool = False
+    images: torch.Tensor,
+    spec: AugmentSpec,
+    generator: torch.Generator,
+    *,
+    uniforms: torch.Tensor | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Training augmentation of a uint8 batch (N x C x H x W) -> normalised float32 (N x C x height x width).
 
@@ -233,7 +243,9 @@ def train_transform(
     generator in a fixed state gives identical output; give it the images' device (a
     generator elsewhere works, at the cost of a copy per call). Nothing here reads a
     value back to the host, so on CUDA the call only queues kernels.
-    ``channels_last`` selects the output memory format.
+    ``uniforms`` (from ``train_uniforms``) replaces this call's draw: every per-sample choice
+    depends only on the sample's own row, so a batch gets the same output alone or inside a
+    larger call. ``channels_last`` selects the output memory format.
     """
     _check_images(images, spec)
     n = images.shape[0]
@@ -241,7 +253,10 @@ def train_transform(
     x = _resize(images, spec)
     # One draw for every per-sample decision, whatever the probabilities: the stream
     # and thus the flips and crops stay the same when only the erasing settings change.
-    u = _uniform(n, 3 + 1 + 4 * spec.erasing_attempts, generator, dev)
+    u = train_uniforms(n, spec, generator, dev) if uniforms is None else uniforms
+    if u.shape != (n, 3 + 1 + 4 * spec.erasing_attempts):
+        raise AugmentInputError(f"expected uniforms of shape ({n}, {3 + 1 + 4 * spec.erasing_attempts}) for "
+                                f"{n} images, got {tuple(u.shape)}.")
     flip = u[:, 0] < spec.flip_prob
     span = 2 * spec.pad + 1
     oy = _randint_below(u[:, 1], span)

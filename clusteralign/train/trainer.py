@@ -32,7 +32,8 @@ from ..models import build_model
 from ..models.file import ModelFile
 from . import anchors as anchor_ops
 from . import distributed
-from .augment import AugmentSpec, train_transform
+from .augment import AugmentSpec
+from .batches import augmented_batches, default_chunk
 from .data import SplitData, load_split
 from .features import extract_features
 from .history import History
@@ -401,9 +402,10 @@ def _train_one_epoch(
     correct = torch.zeros((), device=device)
     progress = _Progress(len(batches) if ctx.is_main else 0, f"{name} epoch {epoch + 1}/{stage.epochs}")
     t0 = time.perf_counter()
-    for idx in batches:
-        y = train.labels[idx]
-        terms, out = step(train_transform(train.images[idx], spec, gen), y, anchors)
+    chunk = stage.augment_chunk or default_chunk(device)
+    for x, y in augmented_batches(train.images, train.labels, batches, spec, gen, chunk=chunk,
+                                  channels_last=stage.channels_last):
+        terms, out = step(x, y, anchors)
         if anchors is not None and stage.anchors.update == "momentum":
             # Every rank applies the whole global batch, so the anchors stay identical.
             anchor_ops.momentum_update(anchors, distributed.all_gather_no_grad(out.embedding().detach(), ctx),
