@@ -53,6 +53,7 @@ step "train throughput, batch 256, CUDA graph" 90 python3 benchmarks/train_throu
   --warmup 5 --num-identities 64 --num-instances 4 --num-images 4000 --num-classes 751 --cuda-graph
 step "extraction" 60 python3 benchmarks/extract_speed.py "${R50[@]}" --num-images 8192 --batch-size 512
 step "ranking" 90 python3 benchmarks/eval_speed.py
+step "checkpoint" 60 python3 benchmarks/checkpoint_speed.py --device cuda
 
 # Stage 1 of the Market-size preset (cuda_graph + compile): as many epochs as the time left
 # allows at that setting's measured full-step rate, less 100 s for compiling, validation and

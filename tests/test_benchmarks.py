@@ -61,6 +61,14 @@ def test_train_throughput_augments_several_batches_per_call_when_asked():
     assert proc.returncode != 0 and "--augment-chunk must be 0" in proc.stderr, proc.stderr[-2000:]
 
 
+def test_checkpoint_speed_prints_both_ways_of_writing(tmp_path):
+    out = run_benchmark("checkpoint_speed.py", "--backbone", "resnet18", "--base-width", "8", "--num-classes", "16",
+                        "--device", "cpu", "--repeats", "1", "--dir", str(tmp_path))
+    assert re.search(r"written in place +[\d.]+ s on the training thread", out), out
+    assert re.search(r"background writer +[\d.]+ s on the training thread, [\d.]+ s until on disk", out), out
+    assert not any(tmp_path.iterdir())  # the temporary folder is gone
+
+
 def test_eval_speed_compares_the_ranker_with_numpy():
     out = run_benchmark("eval_speed.py", "--num-query", "60", "--num-gallery", "400", "--num-distractors", "40",
                         "--num-ids", "30", "--dim", "32")

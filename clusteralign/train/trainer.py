@@ -4,8 +4,8 @@ The training set is decoded once into a uint8 tensor on the training device; eve
 indexed, augmented and fed on that device, so there is no DataLoader and no host round trip
 in the step. Loss values are accumulated on the device and read once per epoch.
 Every `checkpoint_every` epochs the complete state (weights, optimisers, scheduler, anchors,
-RNG states, history) is written atomically; a rerun resumes from it and reaches the same
-weights as an uninterrupted run.
+RNG states, history) is written atomically, in a background thread while the next epoch
+trains; a rerun resumes from it and reaches the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from torch import nn
 from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dict
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
-from ..io import file_sha256, torch_load, torch_save
+from ..io import file_sha256, torch_load
 from ..models import build_model
 from ..models.file import ModelFile
 from . import anchors as anchor_ops
 from . import distributed
 from .augment import AugmentSpec
 from .batches import augmented_batches, default_chunk
+from .checkpoint import CheckpointWriter
 from .data import SplitData, load_split
 from .features import extract_features
 from .history import History
@@ -317,8 +318,11 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         history.open_tensorboard(tb_dir)
 
     epochs_run = 0
+    # On an error the write in progress still completes: the writer's thread is not a daemon.
+    writer = CheckpointWriter()
     for epoch in range(start_epoch, stage.epochs):
         if epoch_budget is not None and epochs_run >= epoch_budget:
+            writer.wait()
             history.close()
             if ctx.is_main:
                 log.info("%s: stopping after %d epoch(s) as asked; rerun to continue", spec.name, epochs_run)
@@ -352,7 +356,7 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         history.write_csv(out_dir / "history.csv")
         log.info("%s", history.describe_last(stage.epochs))
         if last or (epoch + 1) % stage.checkpoint_every == 0:
-            torch_save({
+            writer.save({
                 "fingerprint": fingerprint,
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
@@ -365,6 +369,7 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
                 "history": history.rows,
             }, ckpt_path)
 
+    writer.wait()
     history.close()
     if not ctx.is_main:
         return None
