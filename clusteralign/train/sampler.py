@@ -89,7 +89,7 @@ class PKSampler(Sampler[list[int]]):
         bounds = np.cumsum(np.bincount(inverse, minlength=len(pids)))[:-1]
         # Identities in ascending pid order, each with its dataset indices ascending: the
         # layout does not depend on the order of the labels' first appearance.
-        self._indices: list[torch.Tensor] = [torch.from_numpy(part) for part in np.split(order, bounds)]
+        self._indices: list[np.ndarray] = np.split(order, bounds)
         self.pids: list[int] = [int(p) for p in pids]
         self.num_identities = num_identities
         self.num_instances = num_instances
@@ -104,7 +104,7 @@ class PKSampler(Sampler[list[int]]):
                 f"PKSampler needs at least world_size x num_identities = {world_size} x {num_identities} = {group} "
                 f"distinct identities, but the labels hold only {len(self.pids)}."
             )
-        self._plan_cache: tuple[tuple[int, int], list[list[torch.Tensor]]] | None = None
+        self._plan_cache: tuple[tuple[int, int], list[list[np.ndarray]]] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -129,18 +129,19 @@ class PKSampler(Sampler[list[int]]):
         self.seed = int(state["seed"])
         self.set_epoch(int(state["epoch"]))
 
-    def _chunks(self, generator: torch.Generator, ident: int, all_chunks: bool) -> list[torch.Tensor]:
+    def _chunks(self, generator: torch.Generator, ident: int, all_chunks: bool) -> list[np.ndarray]:
         idx = self._indices[ident]
         n = len(idx)
         k = self.num_instances
         perm = torch.randperm(n, generator=generator)
         if n < k:
             extra = torch.randint(n, (k - n,), generator=generator)
-            return [idx[torch.cat([perm, extra])]]
+            return [idx[torch.cat([perm, extra]).numpy()]]
         count = n // k if all_chunks else 1
-        return [idx[perm[j * k : (j + 1) * k]] for j in range(count)]
+        # One gather, then rows of a NumPy array: a tensor index per chunk was most of an epoch's plan.
+        return list(idx[perm[: count * k].numpy()].reshape(count, k))
 
-    def _global_plan(self) -> list[list[torch.Tensor]]:
+    def _global_plan(self) -> list[list[np.ndarray]]:
         """Global batches for the current epoch: each a list of world_size*P chunks of K indices."""
         key = (self.seed, self.epoch)
         if self._plan_cache is not None and self._plan_cache[0] == key:
@@ -148,7 +149,7 @@ class PKSampler(Sampler[list[int]]):
         g = epoch_generator(self.seed, self.epoch)
         group = self.world_size * self.num_identities
         num_ids = len(self.pids)
-        plan: list[list[torch.Tensor]] = []
+        plan: list[list[np.ndarray]] = []
         if self.coverage == "identities":
             order = torch.randperm(num_ids, generator=g).tolist()
             num_batches = -(-num_ids // group)
@@ -175,7 +176,7 @@ class PKSampler(Sampler[list[int]]):
         p = self.num_identities
         lo, hi = self.rank * p, (self.rank + 1) * p
         for chunks in self._global_plan():
-            yield torch.cat(chunks[lo:hi]).tolist()
+            yield np.concatenate(chunks[lo:hi]).tolist()
 
     def __len__(self) -> int:
         return len(self._global_plan())
