@@ -65,6 +65,8 @@ step "stage 1, Market-size, $EPOCHS epochs" $(( $(left) * 8 / 10 )) python3 benc
   configs/synthetic_market_size.yaml --epochs "$EPOCHS" --workers "$(nproc)" --work-dir /tmp/stage1_time
 cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null
 
+step "train throughput, batch 256, CUDA graph + compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \
+  --steps 20 --warmup 5 --num-identities 64 --num-instances 4 --num-images 4000 --num-classes 751 --cuda-graph --compile
 step "train throughput, batch 64, torch.compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \
   --steps 40 --warmup 10 --compile
 step "train throughput, batch 64, CUDA graph + compile max-autotune" 300 python3 benchmarks/train_throughput.py \
