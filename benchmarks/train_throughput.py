@@ -110,7 +110,8 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     gen = torch.Generator(device=device).manual_seed(1)
     batch = batches.shape[1]
 
-    x_fixed = train_transform(images[batches[0]], spec, gen)
+    # In the layout of the trainer's batches (channels_last when asked), as the full step gets them.
+    x_fixed = train_transform(images[batches[0]], spec, gen, channels_last=stage.channels_last)
     y_fixed = labels[batches[0]]
     kw = dict(amp=stage.amp, channels_last=stage.channels_last)
     step = build_step(step_model, objective, optimizer, graphed=graphed, **kw)

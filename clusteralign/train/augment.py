@@ -221,9 +221,14 @@ def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=fmt)
 
 
+def _uniform_columns(spec: AugmentSpec) -> int:
+    """Uniforms per image: flip, crop offsets y and x, erase or not, then 4 per erasing attempt."""
+    return 3 + 1 + 4 * spec.erasing_attempts
+
+
 def train_uniforms(n: int, spec: AugmentSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """The uniforms ``train_transform`` draws for ``n`` images: one row per image, on ``device``."""
-    return _uniform(n, 3 + 1 + 4 * spec.erasing_attempts, generator, device)
+    return _uniform(n, _uniform_columns(spec), generator, device)
 
 
 def train_transform(
@@ -254,9 +259,9 @@ def train_transform(
     # One draw for every per-sample decision, whatever the probabilities: the stream
     # and thus the flips and crops stay the same when only the erasing settings change.
     u = train_uniforms(n, spec, generator, dev) if uniforms is None else uniforms
-    if u.shape != (n, 3 + 1 + 4 * spec.erasing_attempts):
-        raise AugmentInputError(f"expected uniforms of shape ({n}, {3 + 1 + 4 * spec.erasing_attempts}) for "
-                                f"{n} images, got {tuple(u.shape)}.")
+    if u.shape != (n, _uniform_columns(spec)):
+        raise AugmentInputError(f"expected uniforms of shape ({n}, {_uniform_columns(spec)}) for {n} images, "
+                                f"got {tuple(u.shape)}.")
     flip = u[:, 0] < spec.flip_prob
     span = 2 * spec.pad + 1
     oy = _randint_below(u[:, 1], span)

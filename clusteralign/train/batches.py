@@ -3,9 +3,10 @@
 On a GPU the augmentation of one batch of 64 is about a hundred small kernels, each with
 little work, so their cost is mostly their count: the data path took 0.7 ms of a 9.9 ms
 graphed ResNet-50 step on an H200 (the gap between the benchmark's model-only and full
-step). Augmenting `chunk` batches per call pays that count once per chunk. The random numbers are still drawn one batch at a time, in
-the same calls as without chunks, and every choice depends only on an image's own row, so
-the batches are the same whatever the chunk (tested); the chunk is a speed setting only.
+step). Augmenting `chunk` batches per call pays that count once per chunk. The random
+numbers are still drawn one batch at a time, in the same calls as without chunks, and every
+choice depends only on an image's own row, so the batches are the same whatever the chunk
+(tested); the chunk is a speed setting only.
 """
 
 from __future__ import annotations
