@@ -232,6 +232,7 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         log.info("%s: %d training images of %d identities, %d query, %d gallery, decoded in %.1fs on %s%s",
                  spec.name, len(train.labels), num_classes, len(query.labels), len(gallery.labels),
                  time.perf_counter() - t0, device, f" x {ctx.world_size} processes" if ctx.enabled else "")
+    t_setup = time.perf_counter()
 
     torch.manual_seed(stage.seed)
     # Epochs trained before this stage, so epoch-scheduled parts of a model (ABD-Net's
@@ -316,6 +317,9 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         tb_dir = out_dir / "tb"
         shutil.rmtree(tb_dir, ignore_errors=True)  # re-emitted below from the restored history
         history.open_tensorboard(tb_dir)
+        # With the decoding line above, splits a stage's wall-clock into decoding, set-up and epochs.
+        log.info("%s: set up in %.1fs (model, optimizer, anchors, checkpoint check)", spec.name,
+                 time.perf_counter() - t_setup)
 
     epochs_run = 0
     # On an error the write in progress still completes: the writer's thread is not a daemon.
