@@ -104,15 +104,23 @@ def _tiny_step_setup(capturable: bool, model_cfg: ModelConfig = ModelConfig(back
     return model, objective, optimizer, build_scheduler(optimizer, stage.schedule)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager-model", "compiled-model"])
-def test_graphed_step_follows_the_eager_step_and_the_schedule(compiled: bool):
+def _twin_steps(num_batches: int, model_cfg: ModelConfig = ModelConfig(backbone="resnet18", base_width=8)):
+    """Random batches, their labels, and two identical set-ups: (model, objective, optimizer, scheduler)
+    for eager steps and the same with a capturable optimizer for a GraphedStep."""
     torch.backends.cudnn.benchmark = False
     device = torch.device("cuda")
     gen = torch.Generator(device=device).manual_seed(0)
-    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(8)]
+    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(num_batches)]
     labels = torch.arange(4, device=device).repeat_interleave(2)
-    eager_model, eager_obj, eager_opt, eager_sched = _tiny_step_setup(capturable=False)
-    graph_model, graph_obj, graph_opt, graph_sched = _tiny_step_setup(capturable=True)
+    return (batches, labels, _tiny_step_setup(capturable=False, model_cfg=model_cfg),
+            _tiny_step_setup(capturable=True, model_cfg=model_cfg))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager-model", "compiled-model"])
+def test_graphed_step_follows_the_eager_step_and_the_schedule(compiled: bool):
+    batches, labels, eager, graphed = _twin_steps(8)
+    eager_model, eager_obj, eager_opt, eager_sched = eager
+    graph_model, graph_obj, graph_opt, graph_sched = graphed
     # A compiled model compiles during the warm-up; the capture then holds its fused kernels.
     step = GraphedStep(torch.compile(graph_model) if compiled else graph_model, graph_obj, graph_opt, warmup=2)
     eager_losses, graph_losses = [], []
@@ -137,13 +145,8 @@ def test_graphed_step_follows_the_eager_step_and_the_schedule(compiled: bool):
 
 def test_graphed_step_recaptures_when_the_lr_tensors_are_replaced():
     # A loaded optimizer state brings new lr tensors; the captured step would go on reading the old ones.
-    torch.backends.cudnn.benchmark = False
     device = torch.device("cuda")
-    gen = torch.Generator(device=device).manual_seed(0)
-    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(7)]
-    labels = torch.arange(4, device=device).repeat_interleave(2)
-    eager_model, eager_obj, eager_opt, _ = _tiny_step_setup(capturable=False)
-    graph_model, graph_obj, graph_opt, _ = _tiny_step_setup(capturable=True)
+    batches, labels, (eager_model, eager_obj, eager_opt, _), (graph_model, graph_obj, graph_opt, _) = _twin_steps(7)
     step = GraphedStep(graph_model, graph_obj, graph_opt, warmup=2)
     eager_losses, graph_losses = [], []
     for i, x in enumerate(batches):
@@ -165,14 +168,9 @@ def test_graphed_step_recaptures_when_the_model_switches_a_term_on(compiled: boo
     # ABD-Net's feature-orthogonality term starts at an epoch (set_epoch): the trainer then resets
     # the graphed step, whose next call runs eagerly (a compiled model recompiles there, outside
     # any capture) before it captures the model's new behaviour.
-    torch.backends.cudnn.benchmark = False
-    device = torch.device("cuda")
     cfg = ModelConfig(family="abd", backbone="resnet18", base_width=8, embed_dim=32, of_start_epoch=1)
-    gen = torch.Generator(device=device).manual_seed(0)
-    batches = [torch.randn(8, 3, 64, 32, device=device, generator=gen) for _ in range(8)]
-    labels = torch.arange(4, device=device).repeat_interleave(2)
-    eager_model, eager_obj, eager_opt, _ = _tiny_step_setup(capturable=False, model_cfg=cfg)
-    graph_model, graph_obj, graph_opt, _ = _tiny_step_setup(capturable=True, model_cfg=cfg)
+    batches, labels, (eager_model, eager_obj, eager_opt, _), (graph_model, graph_obj, graph_opt, _) = _twin_steps(
+        8, cfg)
     for model in (eager_model, graph_model):  # the two would draw different dropout masks
         for module in model.modules():
             if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)):
