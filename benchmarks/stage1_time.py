@@ -99,7 +99,8 @@ def main() -> None:
     print(f"stage 1             {t_stage:8.1f} s for {stage.epochs} epochs")
     print(f"  training          {train_s:8.1f} s  ({train_s / stage.epochs:.2f} s/epoch, "
           f"median {history['images_per_second'].median():.0f} img/s)")
-    print(f"  validation        {eval_s:8.1f} s  ({int(evaluated.sum())} passes with fresh anchors, "
+    extra = " with anchor diagnostics" if stage.anchor_diagnostics else ""
+    print(f"  validation        {eval_s:8.1f} s  ({int(evaluated.sum())} passes{extra}, "
           f"{eval_s / max(int(evaluated.sum()), 1):.1f} s each)")
     print(f"  everything else   {other_s:8.1f} s  (decoding, model set-up, checkpoints)")
     last = history[evaluated].iloc[-1]

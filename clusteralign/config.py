@@ -171,6 +171,11 @@ class StageConfig:
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_every: int = 1
+    # At each validation, also the training set's distances to its own and the nearest other
+    # identity's anchor (report: learning curves). It costs one more pass over the training
+    # images, as long as query and gallery together on Market; epochs that refresh stage 2's
+    # anchors log them anyway.
+    anchor_diagnostics: bool = True
     checkpoint_every: int = 1
     # "auto" picks CUDA when visible.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -403,9 +408,9 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
     # Stage 2 inherits stage 1's data settings (input size, sampler, device), then the
     # paper's stage-2 recipe, then what the experiment says about stage 2.
     inherited = {k: to_dict(getattr(stage1, k)) for k in
-                 ("num_identities", "num_instances", "seed", "augment", "eval_every", "checkpoint_every",
-                  "device", "amp", "channels_last", "compile", "deterministic", "num_threads", "anchors",
-                  "world_size", "sync_bn", "cuda_graph")}
+                 ("num_identities", "num_instances", "seed", "augment", "eval_every", "anchor_diagnostics",
+                  "checkpoint_every", "device", "amp", "channels_last", "compile", "deterministic", "num_threads",
+                  "anchors", "world_size", "sync_bn", "cuda_graph")}
     stage2_raw = deep_merge(deep_merge(inherited, stage2_defaults()), raw.get("stage2"))
     stage2 = from_dict(StageConfig, stage2_raw, f"{key}.stage2")
     return ExperimentConfig(

@@ -157,6 +157,57 @@ def test_stage2_anchor_finetuning(stage1_run, tiny_dataset, tmp_path, update):
     assert torch.isfinite(anchors).all()
 
 
+def test_stage1_without_anchor_diagnostics_skips_the_training_pass(stage1_run, tiny_dataset, tmp_path,
+                                                                    monkeypatch):
+    import clusteralign.train.trainer as trainer
+
+    out, history = stage1_run
+    calls = []
+    monkeypatch.setattr(trainer, "fresh_anchors", lambda *a, **k: calls.append(1))
+    again = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment(anchor_diagnostics=False)))
+    assert calls == []
+    assert "anchor_dist_own" not in again and again["mAP"].notna().all()
+    # The diagnostics only read the model: the training is the same without them.
+    pd.testing.assert_frame_equal(again[["loss_total", "mAP"]], history[["loss_total", "mAP"]])
+    for k, v in state(out / "model.pt").items():
+        assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
+
+
+@pytest.mark.parametrize(("update", "diagnostics", "expected"), [
+    # the start, then every epoch but the last for the next one's targets, and the validations'
+    ("epoch", True, [0, 1, 2, 3]),
+    ("epoch", False, [0, 1, 2]),
+    # fixed or momentum-updated anchors: the start, then only the validations (epochs 2 and 3)
+    ("fixed", True, [0, 2, 3]),
+    ("momentum", True, [0, 2, 3]),
+    ("fixed", False, [0]),
+])
+def test_stage2_computes_fresh_anchors_only_when_they_are_used(stage1_run, tiny_dataset, tmp_path, monkeypatch,
+                                                               update, diagnostics, expected):
+    import clusteralign.train.trainer as trainer
+
+    out1, _ = stage1_run
+    epochs = []
+    real = trainer.fresh_anchors
+    monkeypatch.setattr(trainer, "_train_one_epoch",
+                        _counting(trainer._train_one_epoch, lambda: epochs.append(len(epochs) + 1)))
+    calls = []
+    monkeypatch.setattr(trainer, "fresh_anchors", _counting(real, lambda: calls.append(len(epochs))))
+    stage2 = {**RAW["stage2"], "epochs": 3, "eval_every": 2, "anchor_diagnostics": diagnostics,
+              "anchors": {"update": update}}
+    exp = build_experiment("tiny", dict(RAW, stage2=stage2), MODELS)
+    history = train_stage(spec("stage2", tiny_dataset[1], tmp_path, exp, init_model=out1 / "model.pt"))
+    assert calls == expected
+    assert history["mAP"].notna().tolist() == [False, True, True]
+
+
+def _counting(fn, note):
+    def wrapped(*args, **kwargs):
+        note()
+        return fn(*args, **kwargs)
+    return wrapped
+
+
 def _train_split(manifest, exp):
     from clusteralign.train.data import load_split
     from clusteralign.train.trainer import cache_size

@@ -341,12 +341,13 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         last = epoch + 1 == stage.epochs
         evaluate_now = last or (stage.eval_every > 0 and (epoch + 1) % stage.eval_every == 0)
         t_eval = time.perf_counter()
-        if objective.needs_anchors or evaluate_now:
+        refresh = objective.needs_anchors and stage.anchors.update == "epoch" and not last
+        if refresh or (evaluate_now and stage.anchor_diagnostics):
             # The model does not change between this epoch's end and the next one's start,
             # so these anchors serve both the diagnostics and the next epoch's targets.
             new_anchors, diag = shared_anchors()
             row.update(diag)
-            if objective.needs_anchors and stage.anchors.update == "epoch":
+            if refresh:
                 anchors = new_anchors
         if evaluate_now and ctx.is_main:
             row.update(validate(model, query, gallery, spec.features, spec.validation, stage, device))
