@@ -67,6 +67,8 @@ cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null
 
 step "train throughput, batch 256, CUDA graph + compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \
   --steps 20 --warmup 5 --num-identities 64 --num-instances 4 --num-images 4000 --num-classes 751 --cuda-graph --compile
+step "decoding, Market-size" 90 python3 benchmarks/decode_speed.py --config configs/synthetic_market_size.yaml \
+  --height 128 --width 64 --workers 1 2 4 8 "$(nproc)" --repeats 1 --prepare-workers "$(nproc)" --work-dir /tmp/decode
 step "train throughput, batch 64, torch.compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \
   --steps 40 --warmup 10 --compile
 step "train throughput, batch 64, CUDA graph + compile max-autotune" 300 python3 benchmarks/train_throughput.py \

@@ -96,6 +96,15 @@ def test_stage1_time_runs_the_stage_and_projects_the_configured_epochs(tmp_path)
     assert (tmp_path / "tiny/stage1/model.pt").is_file()
 
 
+def test_decode_speed_prints_a_row_per_worker_count(tmp_path):
+    out = run_benchmark("decode_speed.py", "--config", str(ROOT / "tests/config/tiny.yaml"), "--work-dir",
+                        str(tmp_path), "--height", "32", "--width", "16", "--workers", "0", "2", "--repeats", "1")
+    assert re.search(r"dataset +synthetic: \d+ images decoded at 32x16", out), out
+    rows = out[out.index("workers"):].splitlines()[1:]
+    assert [int(row.split()[0]) for row in rows] == [0, 2]
+    assert all(float(row.split()[2]) > 0 for row in rows)
+
+
 def test_stage1_time_checks_its_overrides_like_the_config():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(ROOT / "tests/config/tiny.yaml"),
                            "--set", "num_instances=zero"], capture_output=True, text=True, timeout=120, cwd=ROOT)

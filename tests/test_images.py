@@ -33,6 +33,27 @@ def test_load_exact_pixels_in_input_order(tmp_path: Path, num_workers: int) -> N
         assert np.array_equal(out[row].permute(1, 2, 0).numpy(), expected[i])
 
 
+def test_workers_are_processes_writing_into_one_buffer(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from clusteralign.data import images
+
+    paths, expected = write_pngs(tmp_path, 9)
+    seen = tmp_path / "pids"
+    seen.mkdir()
+    decode = images._decode
+
+    def decode_and_note_the_process(path, size):
+        (seen / str(os.getpid())).touch()
+        return decode(path, size)
+
+    monkeypatch.setattr(images, "_decode", decode_and_note_the_process)
+    out = load_images(paths, size=None, num_workers=2)
+    assert {p.name for p in seen.iterdir()} - {str(os.getpid())}, "no image was decoded in a worker process"
+    for row, rgb in enumerate(expected):
+        assert np.array_equal(out[row].permute(1, 2, 0).numpy(), rgb)
+
+
 def test_resize_is_pil_bicubic(tmp_path: Path) -> None:
     paths, expected = write_pngs(tmp_path, 3, size=(10, 7))
     out = load_images(paths, size=(16, 8), num_workers=2)

@@ -1,13 +1,17 @@
 """Image decoding: every image decoded once into one pre-allocated uint8 tensor.
 
 Training and evaluation keep the whole (small, 256x128) dataset in memory as uint8, so decoding
-happens once per run instead of once per epoch. PIL releases the GIL while decoding and
-resizing, which is why a thread pool (not processes) gives parallel speed-up here without
-copying the output between processes.
+happens once per run instead of once per epoch. For images this small most of PIL's time is
+Python (opening the file, parsing headers) that holds the GIL, so threads do not scale (on 2
+cores, 2 threads decoded 128x64 JPEGs slower than 1); forked processes do, and they write
+straight into one shared buffer, so nothing is copied back.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,20 +51,23 @@ def find_bad_images(paths: Sequence[PathLike], num_workers: int = 2) -> dict[str
 
 
 def load_images(
-    paths: Sequence[PathLike], size: tuple[int, int] | None, num_workers: int = 2
+    paths: Sequence[PathLike], size: tuple[int, int] | None, num_workers: int | None = None
 ) -> torch.Tensor:
     """Decode images into a uint8 RGB tensor N x 3 x H x W, bicubic-resized to ``size`` = (H, W) if given.
 
-    Without ``size`` every image must already have the size of the first one. Row ``i`` of the
-    result is ``paths[i]`` whatever the number of workers. A missing or corrupt file raises
-    ``CorruptImageError`` naming it.
+    Without ``size`` every image must already have the size of the first one. ``num_workers``
+    processes decode (default: torch's thread count, i.e. the job's threads; 0 or 1 decode in
+    this process). Row ``i`` of the result is ``paths[i]`` whatever the number of workers. A
+    missing or corrupt file raises ``CorruptImageError`` naming it.
     """
     paths = [os.fspath(p) for p in paths]
     if size is not None:
         size = _check_size(size)
+    if num_workers is None:
+        num_workers = torch.get_num_threads()
     if num_workers < 0:
         raise ValueError(
-            f"num_workers must be >= 0 (0 or 1 decode in the calling thread), got {num_workers}."
+            f"num_workers must be >= 0 (0 or 1 decode in the calling process), got {num_workers}."
         )
     if not paths:
         height, width = size if size is not None else (0, 0)
@@ -68,22 +75,59 @@ def load_images(
 
     first = _decode(paths[0], size)
     height, width = first.shape[:2]
-    # One allocation for the whole set; workers write straight into their own rows.
-    out = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
-    rows = out.numpy()
+    shape = (len(paths), 3, height, width)
+    forked = num_workers > 1 and len(paths) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    # One allocation for the whole set, which every worker writes its own rows of. A forked
+    # worker inherits an anonymous shared mapping (unlike torch's shared memory, not bounded by
+    # a container's small /dev/shm).
+    rows = (np.frombuffer(mmap.mmap(-1, math.prod(shape)), dtype=np.uint8).reshape(shape) if forked
+            else np.empty(shape, dtype=np.uint8))
     rows[0] = first.transpose(2, 0, 1)
+    job = _DecodeJob(paths, size, rows)
+    if not forked:
+        job(range(1, len(paths)))
+        return torch.from_numpy(rows)
+    # Small chunks keep every worker busy to the end; the first error stops the others.
+    chunk = max(1, min(256, math.ceil((len(paths) - 1) / (4 * num_workers))))
+    chunks = [range(i, min(i + chunk, len(paths))) for i in range(1, len(paths), chunk)]
+    # Forked workers inherit the job as it is (initargs are not pickled under fork): the shared
+    # rows stay shared, and each task sends only its range.
+    with multiprocessing.get_context("fork").Pool(min(num_workers, len(chunks)), _adopt, (job,)) as pool:
+        for _ in pool.imap_unordered(_run_adopted, chunks):
+            pass
+    return torch.from_numpy(rows)
 
-    def fill(index: int) -> None:
-        pixels = _decode(paths[index], size)
-        if pixels.shape[:2] != (height, width):
-            raise DatasetError(
-                f"image {paths[index]!r} is {pixels.shape[0]}x{pixels.shape[1]} (HxW) but {paths[0]!r} is "
-                f"{height}x{width}; images of different sizes need a target size (pass size=(H, W))."
-            )
-        rows[index] = pixels.transpose(2, 0, 1)
 
-    _map_in_threads(fill, range(1, len(paths)), num_workers)
-    return out
+_ADOPTED: "_DecodeJob | None" = None
+
+
+def _adopt(job: "_DecodeJob") -> None:
+    global _ADOPTED
+    _ADOPTED = job
+
+
+def _run_adopted(indices: range) -> None:
+    assert _ADOPTED is not None
+    _ADOPTED(indices)
+
+
+class _DecodeJob:
+    """Decodes the images at some indices of ``paths`` into those rows of ``rows``."""
+
+    def __init__(self, paths: list[str], size: tuple[int, int] | None, rows: np.ndarray):
+        self.paths, self.size, self.rows = paths, size, rows
+
+    def __call__(self, indices: range) -> None:
+        height, width = self.rows.shape[2:]
+        for index in indices:
+            pixels = _decode(self.paths[index], self.size)
+            if pixels.shape[:2] != (height, width):
+                raise DatasetError(
+                    f"image {self.paths[index]!r} is {pixels.shape[0]}x{pixels.shape[1]} (HxW) but "
+                    f"{self.paths[0]!r} is {height}x{width}; images of different sizes need a target size "
+                    "(pass size=(H, W))."
+                )
+            self.rows[index] = pixels.transpose(2, 0, 1)
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

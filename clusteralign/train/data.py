@@ -25,9 +25,9 @@ class SplitData:
 
 
 def load_split(
-    manifest: pd.DataFrame, splits: str | tuple[str, ...], size: tuple[int, int], num_workers: int = 2
+    manifest: pd.DataFrame, splits: str | tuple[str, ...], size: tuple[int, int], num_workers: int | None = None
 ) -> SplitData:
-    """Decode the rows of `splits` (in manifest order) at `size` (H, W)."""
+    """Decode the rows of `splits` (in manifest order) at `size` (H, W); workers as in `load_images`."""
     splits = (splits,) if isinstance(splits, str) else splits
     rows = manifest[manifest["split"].isin(splits)]
     if rows.empty:
