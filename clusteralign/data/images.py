@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import mmap
 import multiprocessing
+import multiprocessing.pool
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -44,10 +44,20 @@ def verify_image(path: PathLike) -> str | None:
     return None
 
 
-def find_bad_images(paths: Sequence[PathLike], num_workers: int = 2) -> dict[str, str]:
-    """Verify many images in a thread pool; return {path: reason} for the unreadable ones, in input order."""
-    reasons = _map_in_threads(verify_image, list(paths), num_workers)
-    return {os.fspath(p): r for p, r in zip(paths, reasons) if r is not None}
+def find_bad_images(paths: Sequence[PathLike], num_workers: int | None = None) -> dict[str, str]:
+    """Verify many images; return {path: reason} for the unreadable ones, in input order.
+
+    ``num_workers`` processes verify, as in `load_images`.
+    """
+    paths = [os.fspath(p) for p in paths]
+    if num_workers is None:
+        num_workers = torch.get_num_threads()
+    if _forks(num_workers, len(paths)):
+        with _pool(num_workers, len(paths)) as pool:
+            reasons = pool.map(verify_image, paths, chunksize=_chunk_size(len(paths), num_workers))
+    else:
+        reasons = [verify_image(p) for p in paths]
+    return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
 def load_images(
@@ -76,7 +86,7 @@ def load_images(
     first = _decode(paths[0], size)
     height, width = first.shape[:2]
     shape = (len(paths), 3, height, width)
-    forked = num_workers > 1 and len(paths) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    forked = _forks(num_workers, len(paths))
     # One allocation for the whole set, which every worker writes its own rows of. A forked
     # worker inherits an anonymous shared mapping (unlike torch's shared memory, not bounded by
     # a container's small /dev/shm).
@@ -87,15 +97,32 @@ def load_images(
     if not forked:
         job(range(1, len(paths)))
         return torch.from_numpy(rows)
-    # Small chunks keep every worker busy to the end; the first error stops the others.
-    chunk = max(1, min(256, math.ceil((len(paths) - 1) / (4 * num_workers))))
+    chunk = _chunk_size(len(paths) - 1, num_workers)
     chunks = [range(i, min(i + chunk, len(paths))) for i in range(1, len(paths), chunk)]
     # Forked workers inherit the job as it is (initargs are not pickled under fork): the shared
-    # rows stay shared, and each task sends only its range.
-    with multiprocessing.get_context("fork").Pool(min(num_workers, len(chunks)), _adopt, (job,)) as pool:
+    # rows stay shared, and each task sends only its range. The first error stops the others.
+    with _pool(num_workers, len(chunks), _adopt, (job,)) as pool:
         for _ in pool.imap_unordered(_run_adopted, chunks):
             pass
     return torch.from_numpy(rows)
+
+
+def _forks(num_workers: int, items: int) -> bool:
+    """Whether `items` are spread over forked worker processes."""
+    # Forked, as torch's DataLoader workers are on Linux. Spawned ones would import torch again
+    # (seconds each) and the caller's main script, which a Snakemake script does not guard. The
+    # workers run only PIL and NumPy, never the parent's thread pools or CUDA, whose locks make
+    # forking a threaded process unsafe (synthetic.py spawns: rendering pays for the imports).
+    return num_workers > 1 and items > 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _pool(num_workers: int, tasks: int, initializer=None, initargs: tuple = ()) -> multiprocessing.pool.Pool:
+    return multiprocessing.get_context("fork").Pool(min(num_workers, tasks), initializer, initargs)
+
+
+def _chunk_size(items: int, num_workers: int) -> int:
+    # About four chunks per worker keep every worker busy to the end.
+    return max(1, min(256, math.ceil(items / (4 * num_workers))))
 
 
 _ADOPTED: "_DecodeJob | None" = None
@@ -158,19 +185,3 @@ def _decode(path: str, size: tuple[int, int] | None) -> np.ndarray:
             f"cannot read image {path!r}: {reason}. Replace or delete the file, or rebuild the manifest "
             "with verify_images=True and drop_bad=True to leave unreadable images out."
         ) from exc
-
-
-def _map_in_threads(function, items, num_workers: int) -> list:
-    """Apply ``function`` to ``items`` in order using ``num_workers`` threads; stop early on the first error."""
-    items = list(items)
-    if num_workers <= 1 or len(items) <= 1:
-        return [function(item) for item in items]
-    executor = ThreadPoolExecutor(max_workers=num_workers)
-    try:
-        results = list(executor.map(function, items))
-    except BaseException:
-        # Drop the queued work so the error surfaces now rather than after every other image.
-        executor.shutdown(wait=True, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
-    return results

@@ -84,7 +84,7 @@ def read_market_layout(
     gallery_dir: str = "bounding_box_test",
     verify_images: bool = False,
     drop_bad: bool = False,
-    num_workers: int = 2,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read a Market-style dataset folder into a manifest (see ``clusteralign.data.manifest``).
 
@@ -218,7 +218,7 @@ def _drop_junk_and_distractors(name: str, split: str, items: list[_Parsed]) -> l
 
 
 def _drop_unreadable(
-    name: str, kept: dict[str, list[_Parsed]], drop_bad: bool, num_workers: int
+    name: str, kept: dict[str, list[_Parsed]], drop_bad: bool, num_workers: int | None
 ) -> dict[str, list[_Parsed]]:
     """Decode every image; raise on unreadable ones, or drop them with one warning when ``drop_bad``."""
     every_path = [p.path for items in kept.values() for p in items]

@@ -56,7 +56,7 @@ def read_msmt17(
     combine_val: bool = True,
     verify_images: bool = False,
     drop_bad: bool = False,
-    num_workers: int = 2,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read MSMT17 (V1 or V2 layout) from its list files into a manifest; pid = list label + 1."""
     root_text = os.fspath(root)
@@ -146,7 +146,9 @@ def _read_list(root: str, list_name: str, image_dir: str) -> list[Record]:
     return records
 
 
-def _drop_unreadable(records: dict[str, list[Record]], drop_bad: bool, num_workers: int) -> dict[str, list[Record]]:
+def _drop_unreadable(
+    records: dict[str, list[Record]], drop_bad: bool, num_workers: int | None
+) -> dict[str, list[Record]]:
     """Decode every image; raise on unreadable ones, or drop them with one warning when ``drop_bad``."""
     bad = find_bad_images([path for items in records.values() for path, _, _ in items], num_workers=num_workers)
     if not bad:
