@@ -54,6 +54,20 @@ def test_workers_are_processes_writing_into_one_buffer(tmp_path: Path, monkeypat
         assert np.array_equal(out[row].permute(1, 2, 0).numpy(), rgb)
 
 
+def _decode_with_two_workers(paths: list[Path]) -> np.ndarray:
+    return load_images(paths, size=None, num_workers=2).numpy().copy()
+
+
+def test_a_pool_worker_which_may_not_fork_decodes_itself(tmp_path: Path) -> None:
+    import multiprocessing
+
+    paths, expected = write_pngs(tmp_path, 5)
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # its worker is a daemon
+        out = pool.apply(_decode_with_two_workers, (paths,))
+    for row, rgb in enumerate(expected):
+        assert np.array_equal(out[row].transpose(1, 2, 0), rgb)
+
+
 def test_resize_is_pil_bicubic(tmp_path: Path) -> None:
     paths, expected = write_pngs(tmp_path, 3, size=(10, 7))
     out = load_images(paths, size=(16, 8), num_workers=2)
