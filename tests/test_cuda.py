@@ -210,3 +210,14 @@ def test_graphed_stage_trains_like_the_eager_one(tiny_dataset, tmp_path: Path):
     assert list(graph["lr"]) == pytest.approx(list(eager["lr"]))
     assert list(graph["loss_total"]) == pytest.approx(list(eager["loss_total"]), rel=1e-3)
     assert graph["mAP"].iloc[-1] == pytest.approx(eager["mAP"].iloc[-1], abs=0.02)
+
+
+def test_decoding_workers_fork_from_a_process_that_uses_cuda(tiny_dataset):
+    from clusteralign.data.images import load_images
+
+    _, manifest = tiny_dataset
+    paths = manifest["path"].tolist()
+    conv = torch.nn.Conv2d(3, 8, 3).cuda()
+    conv(torch.randn(2, 3, 16, 16, device="cuda")).sum().item()  # a live context, cuDNN and its threads
+    # The workers only decode; they never touch the CUDA state they inherit.
+    assert torch.equal(load_images(paths, (32, 16), num_workers=4), load_images(paths, (32, 16), num_workers=0))
