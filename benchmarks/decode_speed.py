@@ -37,7 +37,9 @@ def main() -> None:
     if min(args.workers) < 0 or args.repeats < 1:
         p.error("--workers must be >= 0 and --repeats >= 1")
 
-    datasets = yaml.safe_load(args.config.read_text())["datasets"]
+    datasets = (yaml.safe_load(args.config.read_text()) or {}).get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        p.error(f"{args.config} has no `datasets:` section")
     name = args.dataset or next(iter(datasets))
     if name not in datasets:
         p.error(f"{args.config} has no dataset {name!r}; it has {', '.join(datasets)}")
