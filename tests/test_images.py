@@ -107,11 +107,13 @@ def test_jpeg_decodes_close_to_source(tmp_path: Path) -> None:
     assert np.abs(out[0].permute(1, 2, 0).numpy().astype(int) - flat).max() <= 3
 
 
-def test_different_sizes_without_target_size_name_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_different_sizes_without_target_size_name_the_file(tmp_path: Path, num_workers: int) -> None:
+    same, _ = write_pngs(tmp_path, 4)
     write_image(tmp_path / "a.png", size=(6, 5))
     write_image(tmp_path / "b.png", size=(7, 5))
     with pytest.raises(DatasetError, match=r"b\.png.*7x5.*a\.png.*6x5.*size=\(H, W\)"):
-        load_images([tmp_path / "a.png", tmp_path / "b.png"], size=None, num_workers=2)
+        load_images([tmp_path / "a.png", *same, tmp_path / "b.png"], size=None, num_workers=num_workers)
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])
@@ -167,3 +169,5 @@ def test_empty_input_and_bad_arguments(tmp_path: Path) -> None:
             load_images([tmp_path / "a.png"], size=size)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_workers"):
         load_images([tmp_path / "a.png"], size=None, num_workers=-1)
+    with pytest.raises(ValueError, match="num_workers"):
+        find_bad_images([tmp_path / "a.png"], num_workers=-1)

@@ -50,8 +50,7 @@ def find_bad_images(paths: Sequence[PathLike], num_workers: int | None = None) -
     ``num_workers`` processes verify, as in `load_images`.
     """
     paths = [os.fspath(p) for p in paths]
-    if num_workers is None:
-        num_workers = torch.get_num_threads()
+    num_workers = _resolve_workers(num_workers)
     if _forks(num_workers, len(paths)):
         with _pool(num_workers, len(paths)) as pool:
             reasons = pool.map(verify_image, paths, chunksize=_chunk_size(len(paths), num_workers))
@@ -73,12 +72,7 @@ def load_images(
     paths = [os.fspath(p) for p in paths]
     if size is not None:
         size = _check_size(size)
-    if num_workers is None:
-        num_workers = torch.get_num_threads()
-    if num_workers < 0:
-        raise ValueError(
-            f"num_workers must be >= 0 (0 or 1 decode in the calling process), got {num_workers}."
-        )
+    num_workers = _resolve_workers(num_workers)
     if not paths:
         height, width = size if size is not None else (0, 0)
         return torch.empty((0, 3, height, width), dtype=torch.uint8)
@@ -86,7 +80,7 @@ def load_images(
     first = _decode(paths[0], size)
     height, width = first.shape[:2]
     shape = (len(paths), 3, height, width)
-    forked = _forks(num_workers, len(paths))
+    forked = _forks(num_workers, len(paths) - 1)  # the first image is decoded already
     # One allocation for the whole set, which every worker writes its own rows of. A forked
     # worker inherits an anonymous shared mapping (unlike torch's shared memory, not bounded by
     # a container's small /dev/shm).
@@ -105,6 +99,15 @@ def load_images(
         for _ in pool.imap_unordered(_run_adopted, chunks):
             pass
     return torch.from_numpy(rows)
+
+
+def _resolve_workers(num_workers: int | None) -> int:
+    """The worker count asked for, by default torch's thread count (the job's threads)."""
+    if num_workers is None:
+        return torch.get_num_threads()
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0 (0 or 1 work in the calling process), got {num_workers}.")
+    return num_workers
 
 
 def _forks(num_workers: int, items: int) -> bool:
