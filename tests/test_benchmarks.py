@@ -6,6 +6,7 @@ README's performance figures come from working.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from clusteralign.models import FAMILIES
 
@@ -109,3 +111,62 @@ def test_stage1_time_checks_its_overrides_like_the_config():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(ROOT / "tests/config/tiny.yaml"),
                            "--set", "num_instances=zero"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "experiments.tiny.stage1.num_instances" in proc.stderr, proc.stderr[-2000:]
+
+
+def _load_roofline():
+    spec = importlib.util.spec_from_file_location("step_roofline", ROOT / "benchmarks/step_roofline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_roofline_counts_the_bytes_each_operator_must_move():
+    roofline = _load_roofline()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.bfloat16)
+    bias = torch.randn(8, dtype=torch.bfloat16)
+    with roofline.StepRecorder() as rec:
+        y = torch.nn.functional.conv2d(x, w, padding=1)  # reads x and w, writes y
+        y.view(2, 4, 64)  # a view: nothing
+        torch.relu_(y)  # reads and writes y in place
+        y + bias[:1].expand(2, 4, 8, 8)  # an expanded input: its one stored element is read
+        torch.zeros_like(y)  # writes only
+        y.zero_()  # writes only, in place
+    costs = {c.op: c for c in rec.costs}
+    size = 2 * 4 * 8 * 8 * 2
+    assert list(costs) == ["convolution", "relu_", "add", "zeros_like", "zero_"]
+    assert costs["convolution"].bytes == x.numel() * 2 + w.numel() * 2 + size
+    assert costs["convolution"].flops == 2 * (2 * 4 * 8 * 8) * (3 * 3 * 3)
+    assert costs["relu_"].bytes == 2 * size and costs["relu_"].flops == 0
+    assert costs["add"].bytes == size + 2 + size
+    assert costs["zeros_like"].bytes == costs["zero_"].bytes == size
+
+
+@pytest.mark.slow
+def test_step_roofline_counts_what_train_throughput_counts():
+    shape = ("--backbone", "resnet18", "--base-width", "8", "--height", "64", "--width", "32",
+             "--num-identities", "4", "--num-instances", "2", "--num-classes", "16")
+    out = run_benchmark("step_roofline.py", *shape, "--peak-tflops", "100", "--bandwidth-tbs", "1")
+    measured = run_benchmark("train_throughput.py", *shape, "--steps", "1", "--warmup", "0", "--device", "cpu",
+                             "--threads", "1")
+    per_image = float(re.search(r"\(([\d.]+) per image\)", out).group(1))
+    assert per_image == pytest.approx(float(re.search(r"step ([\d.]+) GFLOP", measured).group(1)), abs=0.006)
+    separate, fused = (float(v.replace(",", "")) for v in
+                       re.search(r"([\d.,]+) MB as separate kernels, ([\d.,]+) MB", out).groups())
+    assert 0 < fused < separate
+    groups = out[out.index("operators "):out.index("device ")].splitlines()[1:-1]
+    assert {"convolution", "convolution backward", "batch norm", "optimizer"} <= {g[:24].strip() for g in groups}
+    assert sum(float(g.split()[-2].replace(",", "")) for g in groups) == pytest.approx(separate, abs=0.1 * len(groups))
+    rows = [line.split() for line in out[out.index("device "):].splitlines()[1:]]
+    assert [r[0] for r in rows] == [d for d in ("H100", "H200", "A100", "given") for _ in range(2)]
+    for kernels, ideal in zip(rows[::2], rows[1::2]):
+        assert kernels[3:5] == ["separate", "kernels"] and ideal[3:5] == ["ideal", "fusion"]
+        assert 0 < float(ideal[5]) < float(kernels[5])  # ms per step
+        assert 0 < float(kernels[-1]) < float(ideal[-1]) <= 100  # % of peak
+
+
+def test_step_roofline_wants_peak_and_bandwidth_together():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_roofline.py"), "--peak-tflops", "100"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "--peak-tflops and --bandwidth-tbs go together" in proc.stderr
