@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
@@ -138,11 +139,16 @@ class StepRecorder(TorchDispatchMode):
 
 def record_step(args: argparse.Namespace) -> list[OpCost]:
     """The operators of one training step of the configured model, on fake tensors."""
-    with FakeTensorMode():
-        torch.manual_seed(0)
-        model = build_model(ModelConfig(family=args.family, backbone=args.backbone, base_width=args.base_width),
-                            args.num_classes, load_pretrained=False)
-        objective = Objective(LossConfig(), args.num_classes, model.feature_dim)
+    torch.manual_seed(0)
+    # Built for real (under a second), then copied into fake tensors: MGN deep-copies its
+    # branches while it is built, which fake tensors do not support.
+    model = build_model(ModelConfig(family=args.family, backbone=args.backbone, base_width=args.base_width),
+                        args.num_classes, load_pretrained=False)
+    objective = Objective(LossConfig(), args.num_classes, model.feature_dim)
+    fake = FakeTensorMode()
+    with FakeCopyMode(fake):
+        model, objective = copy.deepcopy((model, objective))
+    with fake:
         # Fused, as the trainer builds it on a GPU.
         optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=True)
         batch = args.num_identities * args.num_instances

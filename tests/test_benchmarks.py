@@ -6,6 +6,7 @@ README's performance figures come from working.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import re
 import subprocess
@@ -141,6 +142,17 @@ def test_roofline_counts_the_bytes_each_operator_must_move():
     assert costs["relu_"].bytes == 2 * size and costs["relu_"].flops == 0
     assert costs["add"].bytes == size + 2 + size
     assert costs["zeros_like"].bytes == costs["zero_"].bytes == size
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_roofline_records_a_step_of_every_family(family):
+    roofline = _load_roofline()
+    args = argparse.Namespace(family=family, backbone="resnet18", base_width=8, height=64, width=32,
+                              num_identities=2, num_instances=2, num_classes=8, amp="bf16")
+    costs = roofline.record_step(args)
+    by_category = {roofline.category(c.op) for c in costs}
+    assert {"convolution", "convolution backward", "batch norm", "optimizer"} <= by_category
+    assert all(c.bytes > 0 for c in costs)
 
 
 @pytest.mark.slow
