@@ -10,8 +10,9 @@ From these, two lower bounds on a step's time on a device with a given peak and 
 
   separate kernels  every operator is a kernel of its own, as in eager mode or a CUDA graph of it:
                     the sum over operators of max(FLOPs / peak, bytes / bandwidth);
-  ideal fusion      every normalisation, activation, cast and sum is fused into a neighbouring
-                    convolution or matrix product at no cost; only those and the optimizer move data.
+  ideal fusion      every other operator (normalisation, activation, residual add, cast, pooling,
+                    the losses) is fused into a neighbouring convolution or matrix product at no
+                    cost; only those and the optimizer move data.
 
 Both assume every kernel runs at the device's full rate, so real steps are slower. The second
 is a ceiling no implementation of this step can pass on that device: no fusion beats it.
