@@ -41,16 +41,15 @@ from clusteralign.train.schedule import build_optimizer
 from clusteralign.train.step import build_step, train_step
 from clusteralign.train.trainer import augment_spec, resolve_device
 
-# Dense bf16 tensor-core peak in TFLOP/s (vendor data sheets, SXM parts).
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+from devices import data_sheet
 
 
 def peak_tflops(device: torch.device) -> float | None:
-    """The device's dense bf16 peak, if it is in the table."""
+    """The device's dense bf16 peak, if its data sheet is in devices.py."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    rates = data_sheet(torch.cuda.get_device_name(device))
+    return rates[0] if rates else None
 
 
 def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:

@@ -114,16 +114,18 @@ def test_stage1_time_checks_its_overrides_like_the_config():
     assert proc.returncode != 0 and "experiments.tiny.stage1.num_instances" in proc.stderr, proc.stderr[-2000:]
 
 
-def _load_roofline():
+@pytest.fixture
+def roofline(monkeypatch):
+    """benchmarks/step_roofline.py as a module (it imports benchmarks/devices.py as a script does)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("step_roofline", ROOT / "benchmarks/step_roofline.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_roofline_counts_the_bytes_each_operator_must_move():
-    roofline = _load_roofline()
+def test_roofline_counts_the_bytes_each_operator_must_move(roofline):
     x = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
     w = torch.randn(4, 3, 3, 3, dtype=torch.bfloat16)
     bias = torch.randn(8, dtype=torch.bfloat16)
@@ -145,8 +147,7 @@ def test_roofline_counts_the_bytes_each_operator_must_move():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_roofline_records_a_step_of_every_family(family):
-    roofline = _load_roofline()
+def test_roofline_records_a_step_of_every_family(roofline, family):
     args = argparse.Namespace(family=family, backbone="resnet18", base_width=8, height=64, width=32,
                               num_identities=2, num_instances=2, num_classes=8, amp="bf16")
     by_category = {roofline.category(c.op) for c in roofline.record_step(args)}
@@ -168,8 +169,10 @@ def test_step_roofline_counts_what_train_throughput_counts():
     groups = out[out.index("operators "):out.index("device ")].splitlines()[1:-1]
     assert {"convolution", "convolution backward", "batch norm", "optimizer"} <= {g[:24].strip() for g in groups}
     assert sum(float(g.split()[-2].replace(",", "")) for g in groups) == pytest.approx(separate, abs=0.1 * len(groups))
-    rows = [line.split() for line in out[out.index("device "):].splitlines()[1:]]
-    assert [r[0] for r in rows] == [d for d in ("H100", "H200", "A100", "given") for _ in range(2)]
+    # name, peak, bandwidth, bound (two words), ms per step, img/s, TFLOP/s, % of peak
+    rows = [line.rsplit(None, 8) for line in out[out.index("device "):].splitlines()[1:]]
+    names = ["H100 PCIe", "H100", "H200", "A100", "L40S", "A10", "given"]
+    assert [r[0] for r in rows] == [name for name in names for _ in range(2)]
     for kernels, ideal in zip(rows[::2], rows[1::2]):
         assert kernels[3:5] == ["separate", "kernels"] and ideal[3:5] == ["ideal", "fusion"]
         assert 0 < float(ideal[5]) < float(kernels[5])  # ms per step
@@ -180,3 +183,14 @@ def test_step_roofline_wants_peak_and_bandwidth_together():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_roofline.py"), "--peak-tflops", "100"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "--peak-tflops and --bandwidth-tbs go together" in proc.stderr
+
+
+def test_data_sheet_prefers_the_more_specific_name(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from devices import data_sheet
+
+    assert data_sheet("NVIDIA A10") == (125.0, 0.6)
+    assert data_sheet("NVIDIA A100-SXM4-80GB") == (312.0, 2.04)
+    assert data_sheet("NVIDIA H100 PCIe") == (756.0, 2.0)
+    assert data_sheet("NVIDIA H100 80GB HBM3") == (989.0, 3.35)
+    assert data_sheet("NVIDIA GeForce RTX 4090") is None
