@@ -171,7 +171,7 @@ def test_step_roofline_counts_what_train_throughput_counts():
     assert sum(float(g.split()[-2].replace(",", "")) for g in groups) == pytest.approx(separate, abs=0.1 * len(groups))
     # name, peak, bandwidth, bound (two words), ms per step, img/s, TFLOP/s, % of peak
     rows = [line.rsplit(None, 8) for line in out[out.index("device "):].splitlines()[1:]]
-    names = ["H100 PCIe", "H100", "H200", "A100", "L40S", "A10", "given"]
+    names = ["H100 PCIe", "H100 NVL", "H100", "H200", "A100", "L40S", "A10", "given"]
     assert [r[0] for r in rows] == [name for name in names for _ in range(2)]
     for kernels, ideal in zip(rows[::2], rows[1::2]):
         assert kernels[3:5] == ["separate", "kernels"] and ideal[3:5] == ["ideal", "fusion"]
@@ -192,5 +192,6 @@ def test_data_sheet_prefers_the_more_specific_name(monkeypatch):
     assert data_sheet("NVIDIA A10") == (125.0, 0.6)
     assert data_sheet("NVIDIA A100-SXM4-80GB") == (312.0, 2.04)
     assert data_sheet("NVIDIA H100 PCIe") == (756.0, 2.0)
+    assert data_sheet("NVIDIA H100 NVL") == (835.0, 3.9)
     assert data_sheet("NVIDIA H100 80GB HBM3") == (989.0, 3.35)
     assert data_sheet("NVIDIA GeForce RTX 4090") is None
