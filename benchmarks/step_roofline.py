@@ -39,6 +39,7 @@ from torch.utils.flop_counter import flop_registry
 
 from clusteralign.config import LossConfig, ModelConfig, OptimizerConfig
 from clusteralign.models import FAMILIES, build_model
+from clusteralign.models.resnet import BACKBONES
 from clusteralign.train.objective import Objective
 from clusteralign.train.schedule import build_optimizer
 
@@ -57,7 +58,7 @@ def category(op: str) -> str:
     """The group an aten operator's cost is reported under."""
     if op.startswith("convolution"):
         return "convolution backward" if "backward" in op else "convolution"
-    if op in ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear"):
+    if op in ("mm", "addmm", "bmm", "baddbmm"):
         return "matrix product"
     if "batch_norm" in op:
         return "batch norm"
@@ -169,6 +170,13 @@ def record_step(args: argparse.Namespace) -> list[OpCost]:
     return recorder.costs
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def bound_seconds(costs: list[OpCost], peak_flops: float, bandwidth: float) -> float:
     return sum(max(c.flops / peak_flops, c.bytes / bandwidth) for c in costs)
 
@@ -176,13 +184,13 @@ def bound_seconds(costs: list[OpCost], peak_flops: float, bandwidth: float) -> f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="baseline", choices=list(FAMILIES))
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--base-width", type=int, default=64)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--num-identities", type=int, default=16, help="P")
-    p.add_argument("--num-instances", type=int, default=4, help="K")
-    p.add_argument("--num-classes", type=int, default=751)
+    p.add_argument("--backbone", default="resnet50", choices=BACKBONES)
+    p.add_argument("--base-width", type=positive_int, default=64)
+    p.add_argument("--height", type=positive_int, default=256)
+    p.add_argument("--width", type=positive_int, default=128)
+    p.add_argument("--num-identities", type=positive_int, default=16, help="P")
+    p.add_argument("--num-instances", type=positive_int, default=4, help="K")
+    p.add_argument("--num-classes", type=positive_int, default=751)
     p.add_argument("--amp", default="bf16", choices=["none", "bf16"])
     p.add_argument("--peak-tflops", type=float, default=None, help="add a device with this dense peak ...")
     p.add_argument("--bandwidth-tbs", type=float, default=None, help="... and this memory bandwidth")

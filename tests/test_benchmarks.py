@@ -179,10 +179,15 @@ def test_step_roofline_counts_what_train_throughput_counts():
         assert 0 < float(kernels[-1]) < float(ideal[-1]) <= 100  # % of peak
 
 
-def test_step_roofline_wants_peak_and_bandwidth_together():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_roofline.py"), "--peak-tflops", "100"],
+@pytest.mark.parametrize("args, message", [
+    (["--peak-tflops", "100"], "--peak-tflops and --bandwidth-tbs go together"),
+    (["--num-identities", "0"], "--num-identities: must be a positive integer, got 0"),
+    (["--backbone", "resnet5"], "--backbone: invalid choice: 'resnet5'"),
+])
+def test_step_roofline_refuses_bad_arguments_by_name(args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_roofline.py"), *args],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2 and "--peak-tflops and --bandwidth-tbs go together" in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
 def test_data_sheet_prefers_the_more_specific_name(monkeypatch):
