@@ -23,14 +23,15 @@ from clusteralign.train.checkpoint import CheckpointWriter
 from clusteralign.train.schedule import build_optimizer
 from clusteralign.train.trainer import resolve_device
 
+from bench_args import add_model_arguments, positive_int
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--base-width", type=int, default=64)
-    p.add_argument("--num-classes", type=int, default=751)
+    add_model_arguments(p, backbone="resnet50", family=False)
+    p.add_argument("--num-classes", type=positive_int, default=751)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary folder)")
     args = p.parse_args()
 

@@ -22,23 +22,23 @@ from clusteralign.train.augment import AugmentSpec
 from clusteralign.train.features import extract_features
 from clusteralign.train.trainer import resolve_device
 
+from bench_args import add_model_arguments, positive_int
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", default="baseline")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--base-width", type=int, default=64)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--cache-height", type=int, default=None)
-    p.add_argument("--cache-width", type=int, default=None)
-    p.add_argument("--num-images", type=int, default=1024)
-    p.add_argument("--batch-size", type=int, default=256)
+    add_model_arguments(p, backbone="resnet18")
+    p.add_argument("--height", type=positive_int, default=128)
+    p.add_argument("--width", type=positive_int, default=64)
+    p.add_argument("--cache-height", type=positive_int, default=None)
+    p.add_argument("--cache-width", type=positive_int, default=None)
+    p.add_argument("--num-images", type=positive_int, default=1024)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     args = p.parse_args()
 
     device = resolve_device(args.device)

@@ -38,12 +38,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from clusteralign.config import LossConfig, ModelConfig, OptimizerConfig
-from clusteralign.models import FAMILIES, build_model
-from clusteralign.models.resnet import BACKBONES
+from clusteralign.models import build_model
 from clusteralign.train.objective import Objective
 from clusteralign.train.schedule import build_optimizer
 
-from devices import DATA_SHEET
+from bench_args import add_model_arguments, positive_int
+from gpu_data_sheet import DATA_SHEET
 
 aten = torch.ops.aten
 # Allocations: no kernel touches memory.
@@ -170,12 +170,6 @@ def record_step(args: argparse.Namespace) -> list[OpCost]:
     return recorder.costs
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
 
 def bound_seconds(costs: list[OpCost], peak_flops: float, bandwidth: float) -> float:
     return sum(max(c.flops / peak_flops, c.bytes / bandwidth) for c in costs)
@@ -183,9 +177,7 @@ def bound_seconds(costs: list[OpCost], peak_flops: float, bandwidth: float) -> f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", default="baseline", choices=list(FAMILIES))
-    p.add_argument("--backbone", default="resnet50", choices=BACKBONES)
-    p.add_argument("--base-width", type=positive_int, default=64)
+    add_model_arguments(p, backbone="resnet50")
     p.add_argument("--height", type=positive_int, default=256)
     p.add_argument("--width", type=positive_int, default=128)
     p.add_argument("--num-identities", type=positive_int, default=16, help="P")

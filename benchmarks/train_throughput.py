@@ -41,11 +41,12 @@ from clusteralign.train.schedule import build_optimizer
 from clusteralign.train.step import build_step, train_step
 from clusteralign.train.trainer import augment_spec, resolve_device
 
-from devices import data_sheet
+from bench_args import add_model_arguments, positive_int
+from gpu_data_sheet import data_sheet
 
 
 def peak_tflops(device: torch.device) -> float | None:
-    """The device's dense bf16 peak, if its data sheet is in devices.py."""
+    """The device's dense bf16 peak, if its data sheet is in gpu_data_sheet.py."""
     if device.type != "cuda":
         return None
     rates = data_sheet(torch.cuda.get_device_name(device))
@@ -157,16 +158,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="baseline",
                    help=f"a model family, several separated by commas, or 'all' ({', '.join(FAMILIES)})")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--base-width", type=int, default=64)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--cache-height", type=int, default=None, help="decoded-image cache size (default: input)")
-    p.add_argument("--cache-width", type=int, default=None)
-    p.add_argument("--num-identities", type=int, default=16, help="P")
-    p.add_argument("--num-instances", type=int, default=4, help="K")
-    p.add_argument("--num-images", type=int, default=2000, help="images in the in-memory cache")
-    p.add_argument("--num-classes", type=int, default=500)
+    add_model_arguments(p, backbone="resnet18", family=False)
+    p.add_argument("--height", type=positive_int, default=128)
+    p.add_argument("--width", type=positive_int, default=64)
+    p.add_argument("--cache-height", type=positive_int, default=None, help="decoded-image cache size (default: input)")
+    p.add_argument("--cache-width", type=positive_int, default=None)
+    p.add_argument("--num-identities", type=positive_int, default=16, help="P")
+    p.add_argument("--num-instances", type=positive_int, default=4, help="K")
+    p.add_argument("--num-images", type=positive_int, default=2000, help="images in the in-memory cache")
+    p.add_argument("--num-classes", type=positive_int, default=500)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--channels-last", action="store_true")
@@ -178,9 +178,9 @@ def main() -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay the step as one CUDA graph (CUDA only)")
     p.add_argument("--augment-chunk", type=int, default=0,
                    help="batches augmented per call, as the config's augment_chunk (0: the trainer's default)")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=positive_int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     args = p.parse_args()
     families = list(FAMILIES) if args.family == "all" else [f.strip() for f in args.family.split(",")]
     unknown = [f for f in families if f not in FAMILIES]

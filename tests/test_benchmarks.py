@@ -116,7 +116,7 @@ def test_stage1_time_checks_its_overrides_like_the_config():
 
 @pytest.fixture
 def roofline(monkeypatch):
-    """benchmarks/step_roofline.py as a module (it imports benchmarks/devices.py as a script does)."""
+    """benchmarks/step_roofline.py as a module (it imports benchmarks/gpu_data_sheet.py as a script does)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("step_roofline", ROOT / "benchmarks/step_roofline.py")
     module = importlib.util.module_from_spec(spec)
@@ -179,20 +179,25 @@ def test_step_roofline_counts_what_train_throughput_counts():
         assert 0 < float(kernels[-1]) < float(ideal[-1]) <= 100  # % of peak
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--peak-tflops", "100"], "--peak-tflops and --bandwidth-tbs go together"),
-    (["--num-identities", "0"], "--num-identities: must be a positive integer, got 0"),
-    (["--backbone", "resnet5"], "--backbone: invalid choice: 'resnet5'"),
+@pytest.mark.parametrize("script, args, message", [
+    ("step_roofline.py", ["--peak-tflops", "100"], "--peak-tflops and --bandwidth-tbs go together"),
+    ("step_roofline.py", ["--num-identities", "0"], "--num-identities: must be a positive integer, got 0"),
+    ("step_roofline.py", ["--backbone", "resnet5"], "--backbone: invalid choice: 'resnet5'"),
+    ("train_throughput.py", ["--backbone", "resnet5"], "--backbone: invalid choice: 'resnet5'"),
+    ("train_throughput.py", ["--num-instances", "0"], "--num-instances: must be a positive integer, got 0"),
+    ("extract_speed.py", ["--family", "mgm"], "--family: invalid choice: 'mgm'"),
+    ("extract_speed.py", ["--batch-size", "-1"], "--batch-size: must be a positive integer, got -1"),
+    ("checkpoint_speed.py", ["--base-width", "0"], "--base-width: must be a positive integer, got 0"),
 ])
-def test_step_roofline_refuses_bad_arguments_by_name(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_roofline.py"), *args],
+def test_benchmarks_refuse_bad_arguments_by_name(script, args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
 def test_data_sheet_prefers_the_more_specific_name(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from devices import data_sheet
+    from gpu_data_sheet import data_sheet
 
     assert data_sheet("NVIDIA A10") == (125.0, 0.6)
     assert data_sheet("NVIDIA A100-SXM4-80GB") == (312.0, 2.04)

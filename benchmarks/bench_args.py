@@ -1,0 +1,26 @@
+"""Command-line argument types and the model options the benchmark scripts share."""
+
+from __future__ import annotations
+
+import argparse
+
+from clusteralign.models import FAMILIES
+from clusteralign.models.resnet import BACKBONES
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, backbone: str, base_width: int = 64,
+                        family: bool = True) -> None:
+    """--family (unless the script has its own), --backbone and --base-width, checked by argparse."""
+    if family:
+        p.add_argument("--family", default="baseline", choices=list(FAMILIES))
+    p.add_argument("--backbone", default=backbone, choices=BACKBONES)
+    p.add_argument("--base-width", type=positive_int, default=base_width,
+                   help="channels of the backbone's first stage (64: the published models)")
