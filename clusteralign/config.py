@@ -1,8 +1,10 @@
 """Typed configuration: dataclasses built from the validated YAML.
 
 Every setting a stage reads is a field here with the paper's value as its default, so a
-config file only states what differs. `from_dict` rejects unknown keys and wrong types
-with the dotted key path, e.g. ``experiments.market.stage1.optimizer.lr``.
+config file only states what differs. `from_dict` rejects unknown keys, wrong types and
+values out of a field's range with the dotted key path, e.g.
+``experiments.market.stage1.optimizer.lr``. The ranges are declared once, on the fields
+(`bounded`), and the generated JSON schema states them too.
 """
 
 from __future__ import annotations
@@ -16,14 +18,58 @@ from typing import Any, Literal, Optional, Union
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, misspelt or of the wrong type."""
+    """A configuration value is missing, misspelt, of the wrong type or out of range."""
+
+
+# JSON schema's names for the bounds, so the schema generator copies them as they are.
+BOUNDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
+
+
+def bounded(default: Any, **bounds: float) -> Any:
+    """A field whose values (each item, for a list) must lie within JSON-schema-style bounds."""
+    unknown = set(bounds) - set(BOUNDS)
+    if unknown:  # pragma: no cover - a typo in this module
+        raise TypeError(f"unknown bound(s) {unknown}")
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def _range_text(bounds: dict[str, float]) -> str:
+    low = ("[", bounds["minimum"]) if "minimum" in bounds else ("(", bounds.get("exclusiveMinimum"))
+    high = ("]", bounds["maximum"]) if "maximum" in bounds else (")", bounds.get("exclusiveMaximum"))
+    if low[1] is not None and high[1] is not None:
+        return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low[1] is not None:
+        return f"at least {low[1]}" if low[0] == "[" else f"greater than {low[1]}"
+    return f"at most {high[1]}" if high[0] == "]" else f"less than {high[1]}"
+
+
+def _within(value: float, bounds: dict[str, float]) -> bool:
+    return (value >= bounds.get("minimum", value) and value <= bounds.get("maximum", value)
+            and ("exclusiveMinimum" not in bounds or value > bounds["exclusiveMinimum"])
+            and ("exclusiveMaximum" not in bounds or value < bounds["exclusiveMaximum"]))
+
+
+class _Checked:
+    """Checks every `bounded` field of a config dataclass when it is built."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            bounds = f.metadata.get("bounds")
+            value = getattr(self, f.name)
+            if not bounds or value is None:
+                continue
+            if isinstance(value, tuple):
+                if not all(_within(v, bounds) for v in value):
+                    raise ConfigError(f"{f.name}: each item must be {_range_text(bounds)}, got {list(value)}")
+            elif not _within(value, bounds):
+                raise ConfigError(f"{f.name}: must be {_range_text(bounds)}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- sections
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     """Which network to build; see clusteralign/models/.
 
     Each family's module docstring states its published training recipe.
@@ -37,7 +83,7 @@ class ModelConfig:
     ] = "resnet50"
     # Channels of the first stage; torchvision's networks use 64. Narrower widths
     # give the small CPU models the tests and the synthetic default train.
-    base_width: int = 64
+    base_width: int = bounded(64, minimum=1)
     # MGN and ABD-Net set their branches' strides themselves and ignore this.
     last_stride: Literal[1, 2] = 1
     # "none", "imagenet" (torchvision weights from the local torch cache; IBN-a and
@@ -47,29 +93,22 @@ class ModelConfig:
     neck: Literal["bnneck", "none"] = "bnneck"
     # Width of each branch/part embedding; None = the family's published value
     # (ft_net 512, pcb 256, mgn 256, abd 1024).
-    embed_dim: Optional[int] = None
+    embed_dim: Optional[int] = bounded(None, minimum=1)
     # Horizontal parts; None = the family's value (pcb 6, abd 2; MGN's 2 + 3 are fixed).
-    num_parts: Optional[int] = None
+    num_parts: Optional[int] = bounded(None, minimum=1)
     # Dropout before the identity classifiers of ft_net, pcb and ABD-Net's global branch.
-    dropout: float = 0.5
+    dropout: float = bounded(0.5, minimum=0, exclusiveMaximum=1)
     # ABD-Net's diversity regularisers (reference --of-beta, --ow-beta, --of-start-epoch); 0 switches
     # off. The start epoch takes effect through the model's set_epoch(), which the trainer calls.
-    of_weight: float = 1e-6
-    ow_weight: float = 1e-3
-    of_start_epoch: int = 23
+    of_weight: float = bounded(1e-6, minimum=0)
+    ow_weight: float = bounded(1e-3, minimum=0)
+    of_start_epoch: int = bounded(23, minimum=0)
     # Convolutions under the weight term: "stem" is what the reference code reaches (its
     # module walk stops at residual blocks), "backbone" every backbone conv as the paper says.
     ow_scope: Literal["stem", "backbone"] = "stem"
 
     def __post_init__(self) -> None:
-        if self.embed_dim is not None and self.embed_dim < 1:
-            raise ConfigError(f"embed_dim: must be a positive width or null, got {self.embed_dim}")
-        if self.num_parts is not None and self.num_parts < 1:
-            raise ConfigError(f"num_parts: must be at least 1 or null, got {self.num_parts}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
-        if self.of_weight < 0 or self.ow_weight < 0 or self.of_start_epoch < 0:
-            raise ConfigError("of_weight, ow_weight, of_start_epoch: must not be negative")
+        super().__post_init__()
         if self.family in ("mgn", "abd") and not self.backbone.startswith("resnet"):
             raise ConfigError(
                 f"backbone: family {self.family!r} splits a ResNet into branches and needs a resnet* backbone, "
@@ -78,105 +117,107 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_Checked):
     """Input size and training augmentation (Luo et al.'s strong baseline)."""
 
-    height: int = 256
-    width: int = 128
-    flip_prob: float = 0.5
-    pad: int = 10
-    random_erasing_prob: float = 0.5
+    height: int = bounded(256, minimum=1)
+    width: int = bounded(128, minimum=1)
+    flip_prob: float = bounded(0.5, minimum=0, maximum=1)
+    pad: int = bounded(10, minimum=0)
+    random_erasing_prob: float = bounded(0.5, minimum=0, maximum=1)
     # Images are decoded once and cached at this size (default: the input size).
-    cache_height: Optional[int] = None
-    cache_width: Optional[int] = None
+    cache_height: Optional[int] = bounded(None, minimum=1)
+    cache_width: Optional[int] = bounded(None, minimum=1)
 
 
 @dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(_Checked):
     name: Literal["adam", "sgd"] = "adam"
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    lr: float = bounded(3.5e-4, exclusiveMinimum=0)
+    weight_decay: float = bounded(5e-4, minimum=0)
+    momentum: float = bounded(0.9, minimum=0, maximum=1)
     # The strong baseline trains biases with twice the lr and no weight decay.
-    bias_lr_factor: float = 1.0
-    weight_decay_bias: float = 5e-4
+    bias_lr_factor: float = bounded(1.0, minimum=0)
+    weight_decay_bias: float = bounded(5e-4, minimum=0)
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(_Checked):
     kind: Literal["warmup_multistep", "constant"] = "warmup_multistep"
-    warmup_epochs: int = 10
-    warmup_factor: float = 0.01
-    milestones: tuple[int, ...] = (40, 70)
-    gamma: float = 0.1
+    warmup_epochs: int = bounded(10, minimum=0)
+    warmup_factor: float = bounded(0.01, minimum=0, maximum=1)
+    milestones: tuple[int, ...] = bounded((40, 70), minimum=1)
+    gamma: float = bounded(0.1, exclusiveMinimum=0)
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(_Checked):
     """Loss weights; a weight of 0 switches a term off."""
 
-    ce_weight: float = 1.0
-    label_smoothing: float = 0.1
-    triplet_weight: float = 1.0
+    ce_weight: float = bounded(1.0, minimum=0)
+    label_smoothing: float = bounded(0.1, minimum=0, maximum=1)
+    triplet_weight: float = bounded(1.0, minimum=0)
     # None selects the soft-margin triplet.
-    triplet_margin: Optional[float] = 0.3
-    center_weight: float = 0.0
-    center_lr: float = 0.5
-    anchor_weight: float = 0.0
+    triplet_margin: Optional[float] = bounded(0.3, minimum=0)
+    center_weight: float = bounded(0.0, minimum=0)
+    center_lr: float = bounded(0.5, exclusiveMinimum=0)
+    anchor_weight: float = bounded(0.0, minimum=0)
     anchor_kind: Literal["mse", "l1", "intra_inter"] = "mse"
-    anchor_margin: Optional[float] = None
+    anchor_margin: Optional[float] = bounded(None, minimum=0)
 
 
 @dataclass(frozen=True)
-class AnchorConfig:
+class AnchorConfig(_Checked):
     """How the anchor dictionary (one mean feature per training identity) is kept."""
 
     update: Literal["epoch", "fixed", "momentum"] = "epoch"
-    momentum: float = 0.9
+    momentum: float = bounded(0.9, minimum=0, maximum=1)
     weighting: Literal["mean", "probability"] = "mean"
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(_Checked):
     """How test features are extracted (validation, anchors and the final evaluation)."""
 
     flip: bool = True
-    batch_size: int = 256
+    batch_size: int = bounded(256, minimum=1)
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Checked):
     """How query features are ranked against the gallery."""
 
     metric: Literal["euclidean", "cosine"] = "euclidean"
     normalize: bool = True
     rerank: bool = False
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-    max_rank: int = 50
+    k1: int = bounded(20, minimum=1)
+    k2: int = bounded(6, minimum=1)
+    lambda_value: float = bounded(0.3, minimum=0, maximum=1)
+    max_rank: int = bounded(50, minimum=1)
 
 
 @dataclass(frozen=True)
-class StageConfig:
+class StageConfig(_Checked):
     """One training stage. Defaults are stage 1 of the paper (the strong baseline)."""
 
-    epochs: int = 120
-    num_identities: int = 16
-    num_instances: int = 4
-    seed: int = 0
+    epochs: int = bounded(120, minimum=1)
+    # P identities x K images per batch.
+    num_identities: int = bounded(16, minimum=2)
+    num_instances: int = bounded(4, minimum=1)
+    seed: int = bounded(0, minimum=0)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    eval_every: int = 1
+    # Validate every N epochs and after the last one (0: after the last one only).
+    eval_every: int = bounded(1, minimum=0)
     # At each validation, also the training set's distances to its own and the nearest other
     # identity's anchor (report: learning curves). It costs one more pass over the training
     # images, as long as query and gallery together on Market; epochs that refresh stage 2's
     # anchors log them anyway.
     anchor_diagnostics: bool = True
-    checkpoint_every: int = 1
+    checkpoint_every: int = bounded(1, minimum=1)
     # "auto" picks CUDA when visible.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
@@ -187,9 +228,9 @@ class StageConfig:
     # kernels cost more to launch than they save at batch 64 (README, Performance).
     compile: bool = False
     deterministic: bool = True
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = bounded(None, minimum=1)
     # Data-parallel processes, one per GPU, started with torchrun by the workflow's training rules.
-    world_size: int = 1
+    world_size: int = bounded(1, minimum=1)
     # Batch-norm statistics over all processes' batches, so N processes train like one.
     sync_bn: bool = True
     # Capture the whole training step as one CUDA graph and replay it: no per-kernel launch
@@ -199,17 +240,10 @@ class StageConfig:
     # Training batches augmented per call; 0 lets the trainer choose (8 on a GPU, where one
     # batch's ~100 small kernels cost more to launch than to run, 1 on the CPU). The batches
     # are the same whatever the value.
-    augment_chunk: int = 0
+    augment_chunk: int = bounded(0, minimum=0)
 
     def __post_init__(self) -> None:
-        if self.augment_chunk < 0:
-            raise ConfigError(f"augment_chunk: must be 0 (automatic) or a number of batches, got {self.augment_chunk}")
-        if self.world_size < 1:
-            raise ConfigError(f"world_size: must be at least 1, got {self.world_size}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs: must be at least 1, got {self.epochs}")
-        if self.num_identities < 2 or self.num_instances < 1:
-            raise ConfigError("num_identities must be >= 2 and num_instances >= 1 (a P x K batch)")
+        super().__post_init__()
         if self.cuda_graph:
             conflicts = [what for what, bad in (
                 (f"world_size {self.world_size} (one process only)", self.world_size > 1),

@@ -43,8 +43,18 @@ def dataclass_schema(cls: type) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
     if doc and not doc.startswith(f"{cls.__name__}("):
         schema["description"] = doc.splitlines()[0]
-    schema["properties"] = {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)}
+    schema["properties"] = {f.name: _bounded(_schema_of(hints[f.name]), f.metadata.get("bounds"))
+                            for f in dataclasses.fields(cls)}
     return schema
+
+
+def _bounded(schema: dict[str, Any], bounds: dict[str, float] | None) -> dict[str, Any]:
+    # JSON schema's bounds apply to numbers only, so they sit beside null or text alternatives.
+    if not bounds:
+        return schema
+    if schema.get("type") == "array":
+        return {**schema, "items": {**schema["items"], **bounds}}
+    return {**schema, **bounds}
 
 
 def _synthetic_schema() -> dict[str, Any]:

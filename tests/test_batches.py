@@ -85,7 +85,7 @@ def test_chunk_defaults_and_config() -> None:
     assert default_chunk(torch.device("cpu")) == 1
     assert default_chunk(torch.device("cuda")) == CUDA_CHUNK > 1
     assert StageConfig(augment_chunk=4).augment_chunk == 4
-    with pytest.raises(ConfigError, match="augment_chunk: must be 0"):
+    with pytest.raises(ConfigError, match="augment_chunk: must be at least 0, got -1"):
         StageConfig(augment_chunk=-1)
 
 

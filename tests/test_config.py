@@ -57,6 +57,39 @@ def test_bad_values_name_their_key(raw, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "section, value, needle",
+    [
+        ("stage1", {"checkpoint_every": 0}, "experiments.e.stage1.checkpoint_every: must be at least 1, got 0"),
+        ("stage1", {"optimizer": {"lr": -1}}, "experiments.e.stage1.optimizer.lr: must be greater than 0, got -1.0"),
+        ("stage1", {"optimizer": {"lr": "-1e-4"}}, "stage1.optimizer.lr: must be greater than 0, got -0.0001"),
+        ("stage1", {"schedule": {"milestones": [40, 0]}},
+         "stage1.schedule.milestones: each item must be at least 1, got [40, 0]"),
+        ("stage1", {"augment": {"flip_prob": 2}}, "stage1.augment.flip_prob: must be in [0, 1], got 2.0"),
+        ("stage1", {"num_threads": -2}, "stage1.num_threads: must be at least 1, got -2"),
+        ("stage1", {"anchors": {"momentum": 1.5}}, "stage1.anchors.momentum: must be in [0, 1], got 1.5"),
+        ("stage2", {"loss": {"label_smoothing": 1.5}}, "stage2.loss.label_smoothing: must be in [0, 1], got 1.5"),
+        ("features", {"batch_size": 0}, "experiments.e.features.batch_size: must be at least 1, got 0"),
+        ("eval", {"max_rank": 0}, "experiments.e.eval.max_rank: must be at least 1, got 0"),
+        ("validation", {"lambda_value": -0.1}, "validation.lambda_value: must be in [0, 1], got -0.1"),
+    ],
+)
+def test_values_out_of_range_name_their_key_and_the_range(section, value, needle):
+    with pytest.raises(ConfigError) as err:
+        build_experiment("e", {"dataset": "d", "model": "r18", section: value}, MODELS)
+    assert needle in str(err.value)
+
+
+def test_the_edges_of_each_range_and_null_are_accepted():
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {
+        "eval_every": 0, "seed": 0, "num_threads": None, "augment": {"pad": 0, "flip_prob": 1, "random_erasing_prob": 0},
+        "schedule": {"warmup_epochs": 0, "warmup_factor": 1}, "loss": {"triplet_margin": None, "label_smoothing": 0},
+        "anchors": {"momentum": 0}}, "eval": {"lambda_value": 1}}, MODELS)
+    assert exp.stage1.eval_every == 0 and exp.stage1.augment.pad == 0 and exp.eval.lambda_value == 1.0
+    with pytest.raises(ConfigError, match=r"models.m.dropout: must be in \[0, 1\), got 1.0"):
+        from_dict(ModelConfig, {"dropout": 1}, "models.m")
+
+
 def test_bool_is_not_an_int_and_int_is_a_float():
     with pytest.raises(ConfigError):
         from_dict(StageConfig, {"epochs": True})

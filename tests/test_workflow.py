@@ -107,6 +107,9 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
         (lambda c: c["experiments"]["tiny"].update(model="resnet999"), "unknown model 'resnet999'"),
         (lambda c: c["experiments"]["tiny"].update(dataset="market"), "unknown dataset 'market'"),
         (lambda c: c["datasets"]["synthetic"].update(reader="nope"), "nope"),
+        # ranges: Snakemake's schema check names the key path and the bound
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(checkpoint_every=0), "0 is less than the minimum of 1"),
+        (lambda c: c["experiments"]["tiny"].update(eval={"lambda_value": 2}), "['eval']['lambda_value']"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
