@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -26,6 +27,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # On disk before the rename: after a node crash the name holds the old file or the
+        # new one, never an empty one (a checkpoint that cannot be read cannot be resumed).
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         # mkstemp creates 0600 files; artifacts should be as readable as any file the user writes.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
@@ -51,12 +56,37 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+class UnreadableFileError(ValueError):
+    """A file that torch cannot load, or that does not hold what the caller reads from it."""
+
+
 def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True: checkpoints never execute pickled code."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnreadableFileError(
+            f"{path}: holds pickled Python objects (such as a whole saved model), which weights_only=True "
+            f"refuses to run; save the model's state_dict() instead ({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, AttributeError, IndexError) as err:
+        raise UnreadableFileError(
+            f"{path}: not a readable torch file, perhaps truncated or of another format "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'})"
+        ) from None
+
+
+def torch_load_mapping(path: str | os.PathLike, keys: tuple[str, ...], what: str,
+                       map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`torch_load` of a file that must hold a dict with `keys`; `what` names the kind of file in errors."""
+    obj = torch_load(path, map_location)
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        found = f"keys {', '.join(map(str, obj))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise UnreadableFileError(f"{path}: not {what} (expected keys {', '.join(keys)}; found {found})")
+    return obj
 
 
 def install_folder(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:

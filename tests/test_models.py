@@ -56,6 +56,10 @@ def test_wrong_weights_file_is_named(tmp_path):
         build_model(ModelConfig(backbone="resnet18", base_width=16, pretrained=str(path)), num_classes=3)
     with pytest.raises(PretrainedWeightsError, match="does not exist"):
         build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "none.pth")), num_classes=3)
+    whole = tmp_path / "whole_model.pth"
+    torch.save(torchvision.models.resnet18(), whole)  # a pickled network, not its state dict
+    with pytest.raises(PretrainedWeightsError, match=r"pretrained weights .*whole_model\.pth: holds pickled"):
+        build_model(ModelConfig(backbone="resnet18", pretrained=str(whole)), num_classes=3)
 
 
 def test_model_file_round_trip(tmp_path):

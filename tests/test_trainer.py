@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from clusteralign.config import build_experiment
+from clusteralign.io import torch_load
 from clusteralign.models.file import ModelFile
 from clusteralign.train.anchors import AnchorSet
 from clusteralign.train.trainer import StageSpec, train_stage
@@ -125,6 +126,19 @@ def test_finished_checkpoint_rewrites_the_outputs_without_training(stage1_run, t
     pd.testing.assert_frame_equal(again, history)
     for k, v in state(out / "model.pt").items():
         assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
+
+
+def test_an_unreadable_checkpoint_is_ignored_with_a_warning(stage1_run, tiny_dataset, tmp_path, caplog):
+    # Say a node crash left half a file: the retry trains from the start instead of failing forever.
+    out, history = stage1_run
+    (tmp_path / "checkpoints").mkdir()
+    data = (out / "checkpoints/last.pt").read_bytes()
+    (tmp_path / "checkpoints/last.pt").write_bytes(data[: len(data) // 3])
+    with caplog.at_level("WARNING"):
+        again = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment(epochs=1)))
+    assert list(again["epoch"]) == [1]
+    assert "ignoring an unreadable checkpoint" in caplog.text and "last.pt: not a readable torch file" in caplog.text
+    assert torch_load(tmp_path / "checkpoints/last.pt")["epoch"] == 1  # replaced by a good one
 
 
 def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_dataset, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, from_dict, to_dict
-from ..io import torch_load, torch_save
+from ..io import UnreadableFileError, torch_load_mapping, torch_save
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ModelFile:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelFile":
         """Read a model file written by `save`, with a clear error for anything else."""
-        obj = torch_load(path)
+        obj = torch_load_mapping(path, ("model", "num_classes", "pids", "state_dict"), "a clusteralign model file")
         try:
             return cls(
                 model_cfg=from_dict(ModelConfig, obj["model"], f"{path}:model"),
@@ -47,10 +47,8 @@ class ModelFile:
                 state_dict=obj["state_dict"],
                 meta=dict(obj.get("meta", {})),
             )
-        except (KeyError, TypeError) as err:
-            raise ValueError(
-                f"{path}: not a clusteralign model file (expected keys model, num_classes, pids, state_dict)"
-            ) from err
+        except (TypeError, ValueError) as err:
+            raise UnreadableFileError(f"{path}: not a clusteralign model file ({err})") from err
 
     def build(self) -> nn.Module:
         """The network with these weights loaded strictly (no pretrained weights needed)."""

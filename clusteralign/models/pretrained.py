@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io import UnreadableFileError, torch_load
 from .ibn import IBN_A_WEIGHTS
 from .senet import SE_RESNEXT_CLASSIFIER_PREFIX, SE_RESNEXT_WEIGHTS
 
@@ -61,7 +62,10 @@ def imagenet_cache_path(arch: str) -> Path:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch_load(path)
+    except UnreadableFileError as err:
+        raise PretrainedWeightsError(f"pretrained weights {err}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -14,7 +14,7 @@ from ..config import EvalConfig, FeatureConfig, StageConfig
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
 from ..eval.rerank import re_rank_features
-from ..io import torch_load, torch_save, write_json
+from ..io import torch_load_mapping, torch_save, write_json
 from ..models.file import ModelFile
 from ..train.anchors import AnchorSet
 from ..train.data import load_split
@@ -101,7 +101,7 @@ def evaluate_feature_file(
     num_threads: int = 0,
 ) -> dict:
     """CMC/mAP/mINP of a feature file under the Market protocol, plus ranked-retrieval examples."""
-    data = torch_load(features_path)
+    data = torch_load_mapping(features_path, ("query", "gallery"), "a feature file")
     q, g = data["query"], data["gallery"]
     if cfg.rerank:
         # k-reciprocal re-ranking is defined on squared distances of unit vectors

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..io import torch_load, torch_save
+from ..io import UnreadableFileError, torch_load_mapping, torch_save
 from ..losses.anchor import anchor_distances
 
 
@@ -64,8 +64,8 @@ class AnchorSet:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AnchorSet":
         """Read an anchor file written by `save`."""
-        obj = torch_load(path)
+        obj = torch_load_mapping(path, ("anchors", "pids", "stats"), "an anchor file")
         try:
             return cls(anchors=obj["anchors"], pids=list(obj["pids"]), stats=dict(obj["stats"]))
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not an anchor file (expected keys anchors, pids, stats)") from err
+        except (TypeError, ValueError) as err:
+            raise UnreadableFileError(f"{path}: not an anchor file ({err})") from err

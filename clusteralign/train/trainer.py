@@ -27,7 +27,7 @@ from torch import nn
 from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dict
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
-from ..io import file_sha256, torch_load
+from ..io import UnreadableFileError, file_sha256, torch_load
 from ..models import build_model
 from ..models.file import ModelFile
 from . import anchors as anchor_ops
@@ -295,9 +295,16 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
     fingerprint = _fingerprint(spec)
     ckpt_path = out_dir / CHECKPOINT_NAME
     start_epoch = 0
+    ckpt = None
     if ckpt_path.is_file():
-        ckpt = torch_load(ckpt_path, map_location=device)
-        if ckpt.get("fingerprint") == fingerprint and len(ckpt["rng"]) == ctx.world_size:
+        try:
+            ckpt = torch_load(ckpt_path, map_location=device)
+        except UnreadableFileError as err:
+            # A retry must not fail forever on it: the next checkpoint replaces it.
+            if ctx.is_main:
+                log.warning("%s: ignoring an unreadable checkpoint, training from the start: %s", spec.name, err)
+    if ckpt is not None:
+        if isinstance(ckpt, dict) and ckpt.get("fingerprint") == fingerprint and len(ckpt["rng"]) == ctx.world_size:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
