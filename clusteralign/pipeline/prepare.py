@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,43 @@ def dataset_root(name: str, cfg: dict[str, Any], work_dir: Path, workers: int = 
     return obtain_dataset(source, RESOURCES / (source.extraction_name() or name)), {}
 
 
+def check_dataset_config(name: str, cfg: Any) -> dict[str, Any]:
+    """Check a `datasets:` entry before any work; returns its reader options."""
+    key = f"datasets.{name}"
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {cfg!r}")
+    unknown = sorted(set(cfg) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
+    reader = cfg.get("reader")
+    if reader not in READERS:
+        raise ConfigError(f"{key}.reader: unknown reader {reader!r}; known: {', '.join(sorted(READERS))}")
+    if "generate" in cfg and reader != "synthetic":
+        raise ConfigError(f"{key}: `generate:` renders a synthetic set, read by reader synthetic, not {reader!r}")
+    if cfg.get("drop_bad") and not cfg.get("verify_images"):
+        raise ConfigError(f"{key}.drop_bad: needs `verify_images: true` (only verified images are found unreadable)")
+    options = cfg.get("reader_options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key}.reader_options: expected a mapping, got {options!r}")
+    # The dataset's own keys, and what a generated set supplies, are not reader options.
+    params = list(inspect.signature(READERS[reader]).parameters.values())[1:]
+    given_elsewhere = {"verify_images", "drop_bad"} | ({"num_cameras"} if "generate" in cfg else set())
+    accepted = [p.name for p in params if p.name not in given_elsewhere]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{key}.reader_options: unknown option(s) {', '.join(unknown)}; reader {reader} accepts "
+            f"{', '.join(accepted) or 'none'}"
+            + ("; verify_images and drop_bad are keys of the dataset itself" if given_elsewhere & set(unknown) else "")
+        )
+    missing = [p.name for p in params if p.name in accepted and p.name not in options
+               and p.default is inspect.Parameter.empty]
+    if missing:
+        raise ConfigError(f"{key}.reader_options: reader {reader} needs {', '.join(missing)} here"
+                          + (" (or a `generate:` section)" if reader == "synthetic" else ""))
+    return options
+
+
 def prepare_dataset(
     name: str, cfg: dict[str, Any], work_dir: Path, manifest_path: Path, workers: int = 1
 ) -> pd.DataFrame:
@@ -56,17 +94,11 @@ def prepare_dataset(
 
     `workers` processes render a synthetic set.
     """
-    unknown = sorted(set(cfg) - _KEYS)
-    if unknown:
-        raise ConfigError(f"datasets.{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
-    reader = cfg.get("reader")
-    if reader not in READERS:
-        raise ConfigError(f"datasets.{name}.reader: unknown reader {reader!r}; known: {', '.join(sorted(READERS))}")
+    options = check_dataset_config(name, cfg)
     root, extra = dataset_root(name, cfg, Path(work_dir), workers)
-    options = {**(cfg.get("reader_options") or {}), **extra}
     manifest = read_dataset(
-        reader, root, verify_images=bool(cfg.get("verify_images", False)), drop_bad=bool(cfg.get("drop_bad", False)),
-        **options,
+        cfg["reader"], root, verify_images=bool(cfg.get("verify_images", False)), drop_bad=bool(cfg.get("drop_bad", False)),
+        **options, **extra,
     )
     log_summary(manifest, log, name)
     write_manifest(manifest, manifest_path)
