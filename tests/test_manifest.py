@@ -84,6 +84,17 @@ def test_build_rejects_empty_split_and_bad_camera() -> None:
         build_manifest(TRAIN, QUERY + [("d/q/c0.jpg", 3, 0)], GALLERY)
 
 
+def test_build_rejects_a_test_set_where_no_query_can_be_evaluated() -> None:
+    same_camera = [("d/g/0003_b.jpg", 3, 1), ("d/g/0005_b.jpg", 5, 2), ("d/g/0000_a.jpg", 0, 1)]
+    other_ids = [("d/g/0004_b.jpg", 4, 2), ("d/g/0006_b.jpg", 6, 4)]
+    for gallery in (same_camera, other_ids):
+        with pytest.raises(ManifestError, match=r"none of the 2 query images has a gallery image of its identity "
+                                                r"from another camera"):
+            build_manifest(TRAIN, QUERY, gallery)
+    # One query that can be evaluated is enough (the ranker skips the others, with a warning).
+    assert len(build_manifest(TRAIN, QUERY, same_camera + [("d/g/0005_c.jpg", 5, 3)])) == 10
+
+
 def test_round_trip_is_exact_and_leaves_no_temporary(tmp_path: Path) -> None:
     df = build_manifest(TRAIN, QUERY, GALLERY)
     target = tmp_path / "out" / "manifest.csv"

@@ -149,6 +149,23 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest", *, first_line:
             )
 
     _check_train_labels(source, first_line, df, pid[is_train], label[is_train], np.flatnonzero(is_train))
+    _check_some_query_has_a_match(source, df)
+
+
+def _check_some_query_has_a_match(source: str, df: pd.DataFrame) -> None:
+    # Else every evaluation fails, and training would find out only at its first validation.
+    query = df.loc[df["split"] == "query", ["pid", "camid"]]
+    gallery = df.loc[df["split"] == "gallery", ["pid", "camid"]]
+    per_pid = gallery.groupby("pid").size()
+    per_pid_cam = gallery.groupby(["pid", "camid"]).size()
+    same_pid = per_pid.reindex(query["pid"]).fillna(0).to_numpy()
+    same_cam = per_pid_cam.reindex(pd.MultiIndex.from_frame(query)).fillna(0).to_numpy()
+    if not (same_pid > same_cam).any():
+        raise ManifestError(
+            f"{source}: none of the {len(query)} query images has a gallery image of its identity from another "
+            "camera, so no query can be evaluated (Market-1501 protocol). Check that query and gallery share "
+            "identities (pid) and that camera ids (camid) are read from the file names."
+        )
 
 
 def _check_train_labels(
