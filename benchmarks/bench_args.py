@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from clusteralign.cli import non_negative_int, positive_int
 from clusteralign.models import FAMILIES
 from clusteralign.models.resnet import BACKBONES
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+__all__ = ["add_model_arguments", "non_negative_int", "positive_int"]
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, backbone: str, base_width: int = 64,

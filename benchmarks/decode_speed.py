@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from clusteralign.cli import non_negative_int, positive_int
 from clusteralign.data.images import load_images
 from clusteralign.pipeline.prepare import prepare_dataset
 
@@ -28,16 +29,20 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=Path("config.yaml"))
     p.add_argument("--dataset", help="a dataset of the config (default: its first)")
     p.add_argument("--work-dir", type=Path, default=Path("results/benchmarks/decode_speed"))
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--repeats", type=int, default=2, help="timed decodes per worker count (the best is shown)")
-    p.add_argument("--prepare-workers", type=int, default=2, help="processes that render a synthetic set")
+    p.add_argument("--height", type=positive_int, default=256)
+    p.add_argument("--width", type=positive_int, default=128)
+    p.add_argument("--workers", type=non_negative_int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=positive_int, default=2, help="timed decodes per worker count (the best is shown)")
+    p.add_argument("--prepare-workers", type=positive_int, default=2, help="processes that render a synthetic set")
     args = p.parse_args()
-    if min(args.workers) < 0 or args.repeats < 1:
-        p.error("--workers must be >= 0 and --repeats >= 1")
+    if not args.config.is_file():
+        p.error(f"--config {args.config}: no such file")
 
-    datasets = (yaml.safe_load(args.config.read_text()) or {}).get("datasets")
+    try:
+        config = yaml.safe_load(args.config.read_text())
+    except yaml.YAMLError as err:
+        p.error(f"{args.config}: not valid YAML ({err})")
+    datasets = config.get("datasets") if isinstance(config, dict) else None
     if not isinstance(datasets, dict) or not datasets:
         p.error(f"{args.config} has no `datasets:` section")
     name = args.dataset or next(iter(datasets))

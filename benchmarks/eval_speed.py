@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from clusteralign.cli import non_negative_int, positive_int
 from clusteralign.eval import RankingWarning, compute_distance_matrix, evaluate_rank
 
 
@@ -146,17 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--num-query", type=int, default=3368)
-    parser.add_argument("--num-gallery", type=int, default=15913)
-    parser.add_argument("--num-distractors", type=int, default=2793)
-    parser.add_argument("--num-ids", type=int, default=750)
-    parser.add_argument("--num-cams", type=int, default=6)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-query", type=positive_int, default=3368)
+    parser.add_argument("--num-gallery", type=positive_int, default=15913)
+    parser.add_argument("--num-distractors", type=non_negative_int, default=2793)
+    parser.add_argument("--num-ids", type=positive_int, default=750)
+    parser.add_argument("--num-cams", type=positive_int, default=6)
+    parser.add_argument("--dim", type=positive_int, default=2048)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=0, help="OpenMP threads for the ranker (0 = all)"
+        "--threads", type=non_negative_int, default=0, help="OpenMP threads for the ranker (0 = all)"
     )
-    parser.add_argument("--max-rank", type=int, default=50)
+    parser.add_argument("--max-rank", type=positive_int, default=50)
     args = parser.parse_args(argv)
 
     print(

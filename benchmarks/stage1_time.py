@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import yaml
 
+from clusteralign.cli import positive_int
 from clusteralign.config import ConfigError, build_experiments, deep_merge
 from clusteralign.pipeline.prepare import prepare_dataset
 from clusteralign.train.trainer import StageSpec, train_stage
@@ -38,16 +39,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", type=Path, help="a workflow config file (e.g. configs/synthetic_market_size.yaml)")
     p.add_argument("--experiment", help="experiment name (default: the config's only experiment)")
-    p.add_argument("--epochs", type=int, help="train this many epochs instead of the configured number")
+    p.add_argument("--epochs", type=positive_int, help="train this many epochs instead of the configured number")
     p.add_argument("--work-dir", type=Path, default=Path("results/benchmarks/stage1_time"))
-    p.add_argument("--workers", type=int, default=4, help="processes that render a synthetic set")
+    p.add_argument("--workers", type=positive_int, default=4, help="processes that render a synthetic set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a stage-1 setting, e.g. compile=true or optimizer.lr=7e-4 (repeatable)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    with open(args.config) as f:
-        config = yaml.safe_load(f)
+    if not args.config.is_file():
+        p.error(f"{args.config}: no such file")
+    try:
+        config = yaml.safe_load(args.config.read_text())
+    except yaml.YAMLError as err:
+        p.error(f"{args.config}: not valid YAML ({err})")
+    if not isinstance(config, dict):
+        p.error(f"{args.config}: expected a workflow config (datasets, models, experiments), got {config!r}")
     names = list(config.get("experiments") or {})
     name = args.experiment or (names[0] if len(names) == 1 else None)
     if name not in names:
@@ -65,8 +72,6 @@ def main() -> None:
     stage = exp.stage1
     configured = stage.epochs
     if args.epochs is not None:
-        if args.epochs < 1:
-            p.error("--epochs must be at least 1")
         stage = dataclasses.replace(stage, epochs=args.epochs)
 
     work = args.work_dir / name

@@ -11,6 +11,22 @@ from pathlib import Path
 log = logging.getLogger("clusteralign")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def demo(out: Path, seed: int, bins: int) -> dict[str, float]:
     """Generate the synthetic set, write its manifest, rank it by colour histograms."""
     from .data.manifest import log_summary, write_manifest
@@ -47,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="generate the synthetic dataset and evaluate a colour-histogram baseline")
     p.add_argument("--out", type=Path, default=Path("results/datasets/synthetic"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bins", type=int, default=8, help="histogram bins per colour channel")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--bins", type=positive_int, default=8, help="histogram bins per colour channel")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out}: is a file; expected a folder (made if absent)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "demo":
         m = demo(args.out, args.seed, args.bins)

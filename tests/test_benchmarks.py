@@ -42,26 +42,11 @@ def test_train_throughput_prints_a_row_per_family():
     assert out.count("data-path ratio") == len(FAMILIES)
 
 
-def test_train_throughput_names_an_unknown_family():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--family", "nosuch"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode != 0 and "unknown --family nosuch" in proc.stderr
-
-
-def test_train_throughput_refuses_two_kinds_of_cuda_graph():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--compile", "--cuda-graph",
-                           "--compile-mode", "reduce-overhead"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode != 0 and "leave out --cuda-graph" in proc.stderr, proc.stderr[-2000:]
-
-
 def test_train_throughput_augments_several_batches_per_call_when_asked():
     out = run_benchmark("train_throughput.py", "--base-width", "8", "--height", "64", "--width", "32",
                         "--num-identities", "4", "--num-instances", "2", "--num-images", "64", "--num-classes", "16",
                         "--steps", "5", "--warmup", "1", "--device", "cpu", "--threads", "1", "--augment-chunk", "3")
     assert "augment_chunk 3" in out and "data-path ratio" in out, out
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--augment-chunk", "-1"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode != 0 and "--augment-chunk must be 0" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_checkpoint_speed_prints_both_ways_of_writing(tmp_path):
@@ -114,15 +99,19 @@ def test_stage1_time_checks_its_overrides_like_the_config():
     assert proc.returncode != 0 and "experiments.tiny.stage1.num_instances" in proc.stderr, proc.stderr[-2000:]
 
 
-@pytest.fixture
-def roofline(monkeypatch):
-    """benchmarks/step_roofline.py as a module (it imports benchmarks/gpu_data_sheet.py as a script does)."""
+def load_script(monkeypatch, name: str):
+    """benchmarks/<name>.py as a module (importing its neighbours, such as gpu_data_sheet, as a script does)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("step_roofline", ROOT / "benchmarks/step_roofline.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def roofline(monkeypatch):
+    return load_script(monkeypatch, "step_roofline")
 
 
 def test_roofline_counts_the_bytes_each_operator_must_move(roofline):
@@ -184,15 +173,38 @@ def test_step_roofline_counts_what_train_throughput_counts():
     ("step_roofline.py", ["--num-identities", "0"], "--num-identities: must be a positive integer, got 0"),
     ("step_roofline.py", ["--backbone", "resnet5"], "--backbone: invalid choice: 'resnet5'"),
     ("train_throughput.py", ["--backbone", "resnet5"], "--backbone: invalid choice: 'resnet5'"),
+    ("train_throughput.py", ["--family", "nosuch"], "unknown --family nosuch"),
+    ("train_throughput.py", ["--compile", "--cuda-graph", "--compile-mode", "reduce-overhead"],
+     "leave out --cuda-graph"),
+    ("train_throughput.py", ["--augment-chunk", "-1"], "--augment-chunk must be 0"),
     ("train_throughput.py", ["--num-instances", "0"], "--num-instances: must be a positive integer, got 0"),
     ("extract_speed.py", ["--family", "mgm"], "--family: invalid choice: 'mgm'"),
     ("extract_speed.py", ["--batch-size", "-1"], "--batch-size: must be a positive integer, got -1"),
     ("checkpoint_speed.py", ["--base-width", "0"], "--base-width: must be a positive integer, got 0"),
+    ("eval_speed.py", ["--num-ids", "0"], "--num-ids: must be a positive integer, got 0"),
+    ("eval_speed.py", ["--num-distractors", "-1"], "--num-distractors: must be 0 or more, got -1"),
+    ("decode_speed.py", ["--height", "0"], "--height: must be a positive integer, got 0"),
+    ("decode_speed.py", ["--config", "absent.yaml"], "--config absent.yaml: no such file"),
+    ("stage1_time.py", ["absent.yaml"], "absent.yaml: no such file"),
+    ("stage1_time.py", ["README.md"], "README.md: not valid YAML"),
+    ("stage1_time.py", ["config.yaml", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
 ])
-def test_benchmarks_refuse_bad_arguments_by_name(script, args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+def test_benchmarks_refuse_bad_arguments_by_name(script, args, message, monkeypatch, capsys):
+    # In this process (each would spend seconds importing torch): argparse exits with status 2.
+    main = load_script(monkeypatch, script.removesuffix(".py")).main
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err, err
+
+
+def test_stage1_time_refuses_a_config_that_is_not_a_mapping(tmp_path):
+    (tmp_path / "list.yaml").write_text("- datasets\n- models\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(tmp_path / "list.yaml")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "list.yaml: expected a workflow config" in proc.stderr, proc.stderr
 
 
 def test_data_sheet_prefers_the_more_specific_name(monkeypatch):
