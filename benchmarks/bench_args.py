@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from clusteralign.cli import non_negative_int, positive_int
 from clusteralign.models import FAMILIES
 from clusteralign.models.resnet import BACKBONES
 
-__all__ = ["add_model_arguments", "non_negative_int", "positive_int"]
+__all__ = ["add_model_arguments", "non_negative_int", "positive_int", "read_workflow_config"]
+
+
+def read_workflow_config(p: argparse.ArgumentParser, path: Path, option: str = "") -> dict[str, Any]:
+    """A workflow config file as a mapping; anything else is an argparse error naming `option` and the file."""
+    name = f"{option} {path}".strip()
+    if not path.is_file():
+        p.error(f"{name}: no such file")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        p.error(f"{name}: not valid YAML ({err})")
+    if not isinstance(config, dict):
+        p.error(f"{name}: expected a workflow config (datasets, models, experiments), got {config!r}")
+    return config
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, backbone: str, base_width: int = 64,

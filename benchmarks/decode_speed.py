@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from clusteralign.cli import non_negative_int, positive_int
 from clusteralign.data.images import load_images
 from clusteralign.pipeline.prepare import prepare_dataset
+
+from bench_args import non_negative_int, positive_int, read_workflow_config
 
 
 def main() -> None:
@@ -35,14 +35,8 @@ def main() -> None:
     p.add_argument("--repeats", type=positive_int, default=2, help="timed decodes per worker count (the best is shown)")
     p.add_argument("--prepare-workers", type=positive_int, default=2, help="processes that render a synthetic set")
     args = p.parse_args()
-    if not args.config.is_file():
-        p.error(f"--config {args.config}: no such file")
 
-    try:
-        config = yaml.safe_load(args.config.read_text())
-    except yaml.YAMLError as err:
-        p.error(f"{args.config}: not valid YAML ({err})")
-    datasets = config.get("datasets") if isinstance(config, dict) else None
+    datasets = read_workflow_config(p, args.config, "--config").get("datasets")
     if not isinstance(datasets, dict) or not datasets:
         p.error(f"{args.config} has no `datasets:` section")
     name = args.dataset or next(iter(datasets))

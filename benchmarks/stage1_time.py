@@ -29,10 +29,11 @@ import pandas as pd
 import torch
 import yaml
 
-from clusteralign.cli import positive_int
 from clusteralign.config import ConfigError, build_experiments, deep_merge
 from clusteralign.pipeline.prepare import prepare_dataset
 from clusteralign.train.trainer import StageSpec, train_stage
+
+from bench_args import positive_int, read_workflow_config
 
 
 def main() -> None:
@@ -47,14 +48,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    if not args.config.is_file():
-        p.error(f"{args.config}: no such file")
-    try:
-        config = yaml.safe_load(args.config.read_text())
-    except yaml.YAMLError as err:
-        p.error(f"{args.config}: not valid YAML ({err})")
-    if not isinstance(config, dict):
-        p.error(f"{args.config}: expected a workflow config (datasets, models, experiments), got {config!r}")
+    config = read_workflow_config(p, args.config)
     names = list(config.get("experiments") or {})
     name = args.experiment or (names[0] if len(names) == 1 else None)
     if name not in names:
