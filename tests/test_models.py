@@ -49,6 +49,21 @@ def test_missing_imagenet_weights_say_where_to_put_them(tmp_path, monkeypatch):
         build_model(ModelConfig(backbone="resnet50", pretrained="imagenet"), num_classes=3)
 
 
+def test_downloaded_weights_are_checked_and_read_weights_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        torch.save(torchvision.models.resnet18(), dst)  # a pickled network: must not be unpickled
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(PretrainedWeightsError, match=r"resnet18-f37072fd\.pth: holds pickled"):
+        build_model(ModelConfig(backbone="resnet18", pretrained="imagenet", allow_download=True), num_classes=3)
+    # torchvision's file names carry the first digits of their SHA-256, which the download checks.
+    assert calls == [("https://download.pytorch.org/models/resnet18-f37072fd.pth", "f37072fd")]
+
+
 def test_wrong_weights_file_is_named(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)

@@ -85,8 +85,12 @@ def _cached_imagenet_file(arch: str, allow_download: bool) -> Path:
             f"file path in `pretrained:`, or set `allow_download: true` to fetch it."
         )
     log.info("downloading %s to %s", source.url, path)
-    torch.hub.load_state_dict_from_url(source.url, model_dir=str(path.parent), progress=True,
-                                       check_hash=source.check_hash)
+    match = torch.hub.HASH_REGEX.search(path.name) if source.check_hash else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Download only (into a temporary file, then renamed): load_state_dict_from_url would also
+    # unpickle it without weights_only. It is read below like any cached file.
+    torch.hub.download_url_to_file(source.url, str(path), hash_prefix=match.group(1) if match else None,
+                                   progress=True)
     return path
 
 
