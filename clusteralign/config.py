@@ -258,6 +258,18 @@ class StageConfig(_Checked):
             )
 
 
+# Ranked queries the evaluation keeps in ranking.json: the most a report can show.
+RANKING_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class ReportConfig(_Checked):
+    """The final report's title, and the ranked queries each retrieval figure shows."""
+
+    title: str = "ClusterAlign ReID report"
+    retrieval_examples: int = bounded(5, minimum=1, maximum=RANKING_EXAMPLES)
+
+
 def stage2_defaults() -> dict[str, Any]:
     """Stage 2 of the paper: new Adam, constant lr 3.5e-6, 40 epochs, CE + anchor loss."""
     return {

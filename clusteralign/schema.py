@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .config import FLOAT_TEXT, EvalConfig, FeatureConfig, ModelConfig, StageConfig
+from .config import FLOAT_TEXT, EvalConfig, FeatureConfig, ModelConfig, ReportConfig, StageConfig
 
 
 def _schema_of(tp: Any) -> dict[str, Any]:
@@ -103,14 +103,7 @@ def config_schema() -> dict[str, Any]:
             "control": {"type": "boolean", "description": "Also train stage 2 without the anchor loss."},
         },
     }
-    report = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "title": {"type": "string"},
-            "retrieval_examples": {"type": "integer", "minimum": 1, "maximum": 50},
-        },
-    }
+    report = dataclass_schema(ReportConfig)
     name = {"pattern": "^[A-Za-z0-9_-]+$"}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -1,7 +1,8 @@
 # Helpers shared by the rules: the typed experiment configs and input functions.
-from clusteralign.config import build_experiments, to_dict
+from clusteralign.config import ReportConfig, build_experiments, from_dict, to_dict
 
 EXPERIMENTS = build_experiments(config)
+REPORT = from_dict(ReportConfig, config.get("report"), "report")
 STAGES = ("stage1", "stage2")
 
 

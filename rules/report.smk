@@ -30,8 +30,7 @@ rule report:
         mem_mb=2000,
         runtime=30,
     params:
-        title=config.get("report", {}).get("title", "ClusterAlign ReID"),
-        examples=config.get("report", {}).get("retrieval_examples", 6),
+        report=to_dict(REPORT),
         experiments=[experiment_description(name) for name in EXPERIMENTS],
     script:
         "../workflow_scripts/report.py"

@@ -18,13 +18,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clusteralign.config import build_experiment, to_dict
+from clusteralign.config import RANKING_EXAMPLES, ConfigError, ReportConfig, build_experiment, from_dict, to_dict
 from clusteralign.report import (
     CONTROL,
     FIGURE_KEYS,
     ArtifactError,
     ArtifactMissingError,
     ReportInputError,
+    build_report,
     combined_history,
     load_experiment,
     make_figures,
@@ -403,6 +404,26 @@ def test_report_is_byte_identical_on_rerun(report, tmp_path, monkeypatch):
     for name, paths in again["figures"].items():
         for key, path in paths.items():
             assert (tmp_path / path).read_bytes() == (report["root"] / report["figures"][name][key]).read_bytes()
+
+
+def test_build_report_finds_each_stage_by_its_inputs(report, tmp_path, monkeypatch):
+    # What the workflow's report step calls, with the report rule's named inputs.
+    monkeypatch.chdir(tmp_path)
+    descriptions, stage_dirs = build_workspace(tmp_path)
+    inputs = {f"{name}/{stage}/{file}": str(d / file) for name, dirs in stage_dirs.items() for stage, d in dirs.items()
+              for file in ("history.csv", "metrics.json", "anchors.json", "ranking.json")}
+    html, md = build_report([descriptions[n] for n in FINAL], inputs, "results/report.html", "results/report.md",
+                            ReportConfig(title="ClusterAlign <test> report"))
+    assert html.read_bytes() == report["html"].read_bytes()  # the figures are inlined, wherever they lie
+    for name in FINAL:
+        assert sorted(p.stem for p in (tmp_path / "results/report" / name).iterdir()) == sorted(FIGURE_KEYS)
+    with pytest.raises(ArtifactError, match="report input 'alpha/metrics.json'"):
+        build_report([], {"alpha/metrics.json": "x"}, "r.html", "r.md", ReportConfig())
+
+
+def test_report_config_caps_the_examples_at_what_the_evaluation_keeps():
+    with pytest.raises(ConfigError, match=rf"report.retrieval_examples: must be in \[1, {RANKING_EXAMPLES}\], got 21"):
+        from_dict(ReportConfig, {"retrieval_examples": RANKING_EXAMPLES + 1}, "report")
 
 
 def test_write_report_rejects_figures_of_unknown_experiments(report, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import EvalConfig, FeatureConfig, StageConfig
+from ..config import RANKING_EXAMPLES, EvalConfig, FeatureConfig, StageConfig
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
 from ..eval.rerank import re_rank_features
@@ -97,7 +97,7 @@ def _examples(dist: np.ndarray, q: dict, g: dict, count: int, top: int = 10) -> 
 
 
 def evaluate_feature_file(
-    features_path: Path, cfg: EvalConfig, metrics_out: Path, ranking_out: Path, num_examples: int = 20,
+    features_path: Path, cfg: EvalConfig, metrics_out: Path, ranking_out: Path, num_examples: int = RANKING_EXAMPLES,
     num_threads: int = 0,
 ) -> dict:
     """CMC/mAP/mINP of a feature file under the Market protocol, plus ranked-retrieval examples."""

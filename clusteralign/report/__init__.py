@@ -1,6 +1,6 @@
 """The final report: load each experiment's artifacts, draw the figures, write HTML + Markdown.
 
-Typical use (what the workflow's report script does)::
+The workflow's report step is `build.build_report`; for one experiment it amounts to::
 
     exp = load_experiment(name, description, {"stage1": dir1, "stage2": dir2})
     # with `control: true` in the description, also {..., CONTROL: dir_of_stage2_without_anchor_loss}
@@ -23,6 +23,7 @@ from .artifacts import (
     read_metrics,
     read_ranking,
 )
+from .build import build_report
 from .figures import (
     FIGURE_KEYS,
     anchor_diagnostics,
@@ -44,6 +45,7 @@ __all__ = [
     "ExperimentArtifacts",
     "ReportInputError",
     "anchor_diagnostics",
+    "build_report",
     "cmc_curves",
     "combined_history",
     "learning_curves",

@@ -23,12 +23,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
+from ..config import ReportConfig
 from ..io import atomic_path
 from .artifacts import CONTROL, RANKING_FILE, STAGE_LABELS, ArtifactError, ArtifactMissingError, ExperimentArtifacts
 
 DPI = 100
-# Temporary files are created owner-only; the report and its figures are meant to be shared.
-PUBLISHED_MODE = 0o644
 CMC_MAX_RANK = 20
 
 # Keys of `make_figures`' result; page.py places the figures by these names.
@@ -71,7 +70,6 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     with atomic_path(path) as tmp:
         image.convert("RGB").save(tmp, format="PNG")
-        tmp.chmod(PUBLISHED_MODE)
     return path
 
 
@@ -284,7 +282,7 @@ def retrieval_grid(
     exp: ExperimentArtifacts,
     stage: str,
     path: str | os.PathLike,
-    max_examples: int = 5,
+    max_examples: int = ReportConfig.retrieval_examples,
     top_k: int = 10,
     cell_size: tuple[int, int] = (64, 128),
 ) -> Path:
@@ -357,7 +355,8 @@ def _thumbnail(image_path: str, size: tuple[int, int], source: Path) -> np.ndarr
 # --------------------------------------------------------------------------- all at once
 
 
-def make_figures(exp: ExperimentArtifacts, out_dir: str | os.PathLike, max_examples: int = 5) -> dict[str, Path]:
+def make_figures(exp: ExperimentArtifacts, out_dir: str | os.PathLike,
+                 max_examples: int = ReportConfig.retrieval_examples) -> dict[str, Path]:
     """Write every figure of `exp` into `out_dir`; returns {figure key: path} for `write_report`.
 
     `max_examples` caps the queries shown in each retrieval grid.

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..io import atomic_path
+from ..config import ReportConfig
+from ..io import write_bytes
 from .artifacts import CONTROL, METRIC_KEYS, STAGE_LABELS, ArtifactMissingError, ExperimentArtifacts
-from .figures import ANCHORS, CMC, FIGURE_KEYS, LEARNING_CURVES, PUBLISHED_MODE, RETRIEVAL
+from .figures import ANCHORS, CMC, FIGURE_KEYS, LEARNING_CURVES, RETRIEVAL
 
 DASH = "\u2014"
 DELTA = "\u0394"
@@ -523,19 +524,12 @@ def _render_markdown(
     return "\n".join(out) + "\n"
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    # Bytes, not text: io.write_text would encode with the locale's codec, not always UTF-8.
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-        tmp.chmod(PUBLISHED_MODE)
-
-
 def write_report(
     experiments: list[ExperimentArtifacts],
     figure_paths: dict[str, dict[str, Path]],
     html_path: str | os.PathLike,
     md_path: str | os.PathLike,
-    title: str = "ClusterAlign ReID report",
+    title: str = ReportConfig.title,
 ) -> tuple[Path, Path]:
     """Write the HTML report (figures inlined) and its Markdown twin; returns both paths.
 
@@ -565,6 +559,6 @@ def write_report(
     summary, notes = summary_table(experiments), reading_notes(experiments)
     # The HTML is pure ASCII (character references), so no reader can mistake its encoding.
     page = _render_html(title, summary, notes, sections).encode("ascii", "xmlcharrefreplace")
-    _write_bytes(html_path, page)
-    _write_bytes(md_path, _render_markdown(title, summary, notes, sections, md_path.parent).encode("utf-8"))
+    write_bytes(html_path, page)
+    write_bytes(md_path, _render_markdown(title, summary, notes, sections, md_path.parent).encode("utf-8"))
     return html_path, md_path
