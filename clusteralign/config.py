@@ -163,7 +163,13 @@ class LossConfig(_Checked):
     center_lr: float = bounded(0.5, exclusiveMinimum=0)
     anchor_weight: float = bounded(0.0, minimum=0)
     anchor_kind: Literal["mse", "l1", "intra_inter"] = "mse"
+    # The ranking term's margin (intra_inter only); None: the soft ranking term.
     anchor_margin: Optional[float] = bounded(None, minimum=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.anchor_margin is not None and self.anchor_kind != "intra_inter":
+            raise ConfigError(f"anchor_margin: applies to anchor_kind intra_inter only, not {self.anchor_kind!r}")
 
 
 @dataclass(frozen=True)

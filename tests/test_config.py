@@ -96,7 +96,7 @@ def test_bool_is_not_an_int_and_int_is_a_float():
     assert from_dict(LossConfig, {"ce_weight": 1}).ce_weight == 1.0
     assert from_dict(LossConfig, {"triplet_margin": None}).triplet_margin is None
     # YAML 1.1 reads 1e-6 (no dot) as text; a float field takes it, and nothing else textual.
-    assert from_dict(LossConfig, {"anchor_margin": "1e-6"}).anchor_margin == 1e-6
+    assert from_dict(LossConfig, {"anchor_margin": "1e-6", "anchor_kind": "intra_inter"}).anchor_margin == 1e-6
     with pytest.raises(ConfigError, match=r"config.ce_weight: expected float"):
         from_dict(LossConfig, {"ce_weight": "one"})
 

@@ -7,7 +7,7 @@ they never receive gradient.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -74,19 +74,11 @@ class AnchorLoss(nn.Module):
       ``mean(d_own) + mean(relu(d_own - d_other + margin))`` with a margin. The first
       term tightens the cluster, the second ranks the own anchor before every other.
 
-    The anchors live in the (persistent, never trained) buffer ``anchors``, set with
-    :meth:`set_anchors`; ``forward`` may also be handed an anchor matrix directly, which
-    is then detached and used instead.
+    The anchors are an argument of ``forward``, not state: the trainer keeps (and
+    checkpoints) the dictionary, which changes every epoch, and hands it to each step.
     """
 
-    anchors: torch.Tensor | None
-
-    def __init__(
-        self,
-        kind: AnchorKind = "mse",
-        margin: float | None = None,
-        anchors: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, kind: AnchorKind = "mse", margin: float | None = None) -> None:
         super().__init__()
         if kind not in get_args(AnchorKind):
             raise ValueError(f"AnchorLoss kind must be one of {get_args(AnchorKind)}, got {kind!r}.")
@@ -98,28 +90,9 @@ class AnchorLoss(nn.Module):
             raise ValueError(f"AnchorLoss margin must be >= 0 or None (soft ranking term), got {margin}.")
         self.kind: AnchorKind = kind
         self.margin = margin
-        self.register_buffer("anchors", None)
-        if anchors is not None:
-            self.set_anchors(anchors)
 
-    def set_anchors(self, anchors: torch.Tensor) -> None:
-        """Replace the anchor buffer with a detached float32 copy of ``anchors`` (C x D)."""
-        if anchors.dim() != 2 or anchors.shape[0] < 1 or anchors.shape[1] < 1:
-            raise ValueError(
-                f"anchors must be a non-empty 2-D tensor (num_identities, dim), got {tuple(anchors.shape)}."
-            )
-        if not bool(torch.isfinite(anchors).all()):
-            raise ValueError("anchors contain NaN or infinite values; recompute the anchor dictionary.")
-        self.anchors = anchors.detach().to(dtype=torch.float32).clone()
-
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Anchor loss of ``features`` (B x D) with labels (B) toward the anchors (buffer or argument)."""
-        if anchors is None:
-            anchors = self.anchors
-        if anchors is None:
-            raise ValueError("AnchorLoss has no anchors: call set_anchors(...) or pass an anchor matrix to forward().")
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Anchor loss of ``features`` (B x D) with labels (B) toward ``anchors`` (C x D, no gradient)."""
         _check_inputs(features, labels, anchors)
         anchors = anchors.detach().to(features.device)
         labels = labels.long()
@@ -135,27 +108,7 @@ class AnchorLoss(nn.Module):
                 return F.mse_loss(f, target, reduction="mean")
             return F.l1_loss(f, target, reduction="mean")
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # A fresh module has no anchors yet (None buffers are not loadable); make room so
-        # a checkpoint that carries anchors restores them, e.g. for fixed-anchor resumes.
-        saved = state_dict.get(prefix + "anchors")
-        if isinstance(saved, torch.Tensor) and (self.anchors is None or self.anchors.shape != saved.shape):
-            device = saved.device if self.anchors is None else self.anchors.device
-            self.anchors = torch.empty(saved.shape, dtype=torch.float32, device=device)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     def extra_repr(self) -> str:
         """Constructor settings shown by ``repr``."""
-        shape = None if self.anchors is None else tuple(self.anchors.shape)
-        return f"kind={self.kind!r}, margin={self.margin}, anchors={shape}"
+        return f"kind={self.kind!r}, margin={self.margin}"

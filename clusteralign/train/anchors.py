@@ -27,7 +27,10 @@ def compute_anchors(
     if bool((totals <= 0).any()):
         missing = torch.nonzero(totals <= 0).flatten()[:10].tolist()
         raise ValueError(f"no training features for identity label(s) {missing}; cannot build their anchors")
-    return sums / totals[:, None]
+    anchors = sums / totals[:, None]
+    if not bool(torch.isfinite(anchors).all()):
+        raise ValueError("the anchors hold NaN or infinite values: the model's features have diverged")
+    return anchors
 
 
 @torch.no_grad()
@@ -38,9 +41,9 @@ def momentum_update(anchors: torch.Tensor, features: torch.Tensor, labels: torch
     counts = torch.zeros(num_classes, device=anchors.device).index_add_(
         0, labels, torch.ones_like(labels, dtype=torch.float32)
     )
-    seen = counts > 0
-    batch_mean = sums[seen] / counts[seen, None]
-    anchors[seen] = momentum * anchors[seen] + (1 - momentum) * batch_mean
+    # Masked with where, not indexed: boolean indexing would wait for the GPU at every step.
+    batch_mean = sums / counts.clamp_min(1)[:, None]
+    anchors.copy_(torch.where((counts > 0)[:, None], momentum * anchors + (1 - momentum) * batch_mean, anchors))
 
 
 def diagnostics(features: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> dict[str, float]:
