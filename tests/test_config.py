@@ -80,6 +80,13 @@ def test_values_out_of_range_name_their_key_and_the_range(section, value, needle
     assert needle in str(err.value)
 
 
+def test_validation_refuses_re_ranking_and_stage2_inherits_the_augment_chunk():
+    with pytest.raises(ConfigError, match=r"experiments.e.validation.rerank: validation during training never re-ranks"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "validation": {"rerank": True}}, MODELS)
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {"augment_chunk": 4}}, MODELS)
+    assert exp.stage2.augment_chunk == exp.stage2_control.augment_chunk == 4
+
+
 def test_the_edges_of_each_range_and_null_are_accepted():
     exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {
         "eval_every": 0, "seed": 0, "num_threads": None, "augment": {"pad": 0, "flip_prob": 1, "random_erasing_prob": 0},
