@@ -21,7 +21,7 @@ from clusteralign.io import torch_save
 from clusteralign.models import build_model
 from clusteralign.train.checkpoint import CheckpointWriter
 from clusteralign.train.schedule import build_optimizer
-from clusteralign.train.trainer import resolve_device
+from clusteralign.train.distributed import resolve_device
 
 from bench_args import add_model_arguments, positive_int
 

@@ -20,7 +20,7 @@ from clusteralign.config import ModelConfig
 from clusteralign.models import build_model
 from clusteralign.train.augment import AugmentSpec
 from clusteralign.train.features import extract_features
-from clusteralign.train.trainer import resolve_device
+from clusteralign.train.distributed import resolve_device
 
 from bench_args import add_model_arguments, positive_int
 

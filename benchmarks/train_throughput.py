@@ -35,11 +35,12 @@ from clusteralign.config import AugmentConfig, LossConfig, ModelConfig, Optimize
 from clusteralign.models import FAMILIES, build_model
 from clusteralign.train.augment import train_transform
 from clusteralign.train.batches import augmented_batches, default_chunk
+from clusteralign.train.distributed import resolve_device
 from clusteralign.train.objective import Objective
 from clusteralign.train.sampler import PKSampler
 from clusteralign.train.schedule import build_optimizer
 from clusteralign.train.step import build_step, train_step
-from clusteralign.train.trainer import augment_spec, resolve_device
+from clusteralign.train.trainer import augment_spec
 
 from bench_args import add_model_arguments, positive_int
 from gpu_data_sheet import data_sheet

@@ -69,13 +69,6 @@ def test_triplet_soft_margin_hand_value() -> None:
     assert loss.item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_triplet_keeps_mined_distances_for_logging() -> None:
-    crit = TripletLoss()
-    crit(POINTS, POINT_LABELS)
-    assert crit.last_dist_ap is not None and crit.last_dist_an is not None
-    assert torch.allclose(crit.last_dist_an, torch.tensor([3.0, 2.0, 2.0, 6.0]), atol=1e-5)
-
-
 def test_triplet_normalize_feature_is_scale_invariant() -> None:
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(8, 6, generator=g)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest
@@ -33,13 +32,12 @@ def epoch_batches(sampler: PKSampler, epoch: int) -> list[list[int]]:
     return list(sampler)
 
 
-@pytest.mark.parametrize("coverage", ["images", "identities"])
-def test_batch_composition(coverage: str) -> None:
-    sampler = PKSampler(LABELS, num_identities=P, num_instances=K, seed=1, coverage=coverage)  # type: ignore[arg-type]
+def test_batch_composition() -> None:
+    sampler = PKSampler(LABELS, num_identities=P, num_instances=K, seed=1)
     batches = list(sampler)
     assert len(batches) == len(sampler) > 0
     for batch in batches:
-        assert len(batch) == P * K == sampler.batch_size
+        assert len(batch) == P * K
         assert all(isinstance(i, int) and 0 <= i < len(LABELS) for i in batch)
         blocks = [batch[j * K : (j + 1) * K] for j in range(P)]
         block_pids = []
@@ -50,18 +48,8 @@ def test_batch_composition(coverage: str) -> None:
         assert len(set(block_pids)) == P, "identities within a batch are distinct"
 
 
-def test_identities_coverage_uses_every_identity_about_once() -> None:
-    sampler = PKSampler(LABELS, num_identities=6, num_instances=K, seed=0, coverage="identities")
-    n_ids = len(set(LABELS))
-    assert len(sampler) == math.ceil(n_ids / 6)
-    counts = Counter(LABELS[b[j * K]] for b in sampler for j in range(6))
-    assert set(counts) == set(LABELS)
-    assert max(counts.values()) <= 2
-    assert sum(counts.values()) - n_ids == len(sampler) * 6 - n_ids  # only the wrap-around repeats
-
-
-def test_images_coverage_uses_images_about_once() -> None:
-    sampler = PKSampler(LABELS, num_identities=P, num_instances=K, seed=0, coverage="images")
+def test_an_epoch_uses_images_about_once() -> None:
+    sampler = PKSampler(LABELS, num_identities=P, num_instances=K, seed=0)
     used = [i for batch in sampler for i in batch]
     counts = Counter(used)
     small = {pid for pid, n in Counter(LABELS).items() if n < K}
@@ -71,49 +59,41 @@ def test_images_coverage_uses_images_about_once() -> None:
     # Batches stop when fewer than P identities have chunks left: at most a few are lost.
     assert len(sampler) * P <= chunk_total
     assert len(sampler) * P >= chunk_total - (P - 1) * (13 // K)
-    assert len(sampler) > len(set(LABELS)) / P  # longer than an identities epoch
 
 
-@pytest.mark.parametrize("coverage", ["images", "identities"])
-def test_deterministic_and_seed_dependent(coverage: str) -> None:
-    a = PKSampler(LABELS, P, K, seed=3, coverage=coverage)  # type: ignore[arg-type]
-    b = PKSampler(list(LABELS), P, K, seed=3, coverage=coverage)  # type: ignore[arg-type]
-    c = PKSampler(LABELS, P, K, seed=4, coverage=coverage)  # type: ignore[arg-type]
+def test_deterministic_and_seed_dependent() -> None:
+    a = PKSampler(LABELS, P, K, seed=3)
+    b = PKSampler(list(LABELS), P, K, seed=3)
+    c = PKSampler(LABELS, P, K, seed=4)
     assert list(a) == list(b)
     assert list(a) == list(a), "iterating twice in one epoch gives the same batches"
     assert list(a) != list(c)
 
 
-@pytest.mark.parametrize("coverage", ["images", "identities"])
-def test_epochs_differ_and_resume_with_set_epoch(coverage: str) -> None:
-    run = PKSampler(LABELS, P, K, seed=7, coverage=coverage)  # type: ignore[arg-type]
+def test_epochs_differ_and_resume_with_set_epoch() -> None:
+    run = PKSampler(LABELS, P, K, seed=7)
     history = [epoch_batches(run, e) for e in range(4)]
     assert len({tuple(map(tuple, h)) for h in history}) == 4
-    resumed = PKSampler(LABELS, P, K, seed=7, coverage=coverage)  # type: ignore[arg-type]
+    resumed = PKSampler(LABELS, P, K, seed=7)
     resumed.set_epoch(2)
     assert len(resumed) == len(history[2])
     assert list(resumed) == history[2]
-    other = PKSampler(LABELS, P, K, seed=0, coverage=coverage)  # type: ignore[arg-type]
-    other.load_state_dict(run.state_dict())
-    assert other.state_dict() == {"seed": 7, "epoch": 3}
-    assert list(other) == history[3]
 
 
 def test_small_identities_sampled_with_replacement() -> None:
     labels = [0] * 1 + [1] * 3 + [2] * 6 + [3] * 5
-    sampler = PKSampler(labels, num_identities=4, num_instances=4, seed=0, coverage="identities")
-    (batch,) = list(sampler)
+    sampler = PKSampler(labels, num_identities=4, num_instances=4, seed=0)
+    batch = list(sampler)[0]
     blocks = {labels[batch[j * 4]]: batch[j * 4 : (j + 1) * 4] for j in range(4)}
     assert blocks[0] == [0, 0, 0, 0]
     assert sorted(set(blocks[1])) == [1, 2, 3], "every image of a small identity is used"
     assert len(set(blocks[2])) == 4 and len(set(blocks[3])) == 4, "no repeats when enough images"
 
 
-@pytest.mark.parametrize("coverage", ["images", "identities"])
-def test_rank_partition_is_disjoint(coverage: str) -> None:
+def test_rank_partition_is_disjoint() -> None:
     world = 3
     ranks = [
-        PKSampler(LABELS, 3, K, seed=5, coverage=coverage, rank=r, world_size=world)  # type: ignore[arg-type]
+        PKSampler(LABELS, 3, K, seed=5, rank=r, world_size=world)
         for r in range(world)
     ]
     for s in ranks:
@@ -133,7 +113,5 @@ def test_config_errors() -> None:
         PKSampler([], 2, 2)
     with pytest.raises(SamplerConfigError, match="rank"):
         PKSampler(LABELS, 2, 2, rank=2, world_size=2)
-    with pytest.raises(SamplerConfigError, match="coverage"):
-        PKSampler(LABELS, 2, 2, coverage="all")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="epoch"):
         PKSampler(LABELS, 2, 2).set_epoch(-1)

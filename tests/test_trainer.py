@@ -141,6 +141,22 @@ def test_an_unreadable_checkpoint_is_ignored_with_a_warning(stage1_run, tiny_dat
     assert torch_load(tmp_path / "checkpoints/last.pt")["epoch"] == 1  # replaced by a good one
 
 
+def test_an_error_during_training_leaves_no_tensorboard_thread(tiny_dataset, tmp_path, monkeypatch):
+    import threading
+
+    import clusteralign.train.trainer as trainer
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("validation failed")
+
+    before = set(threading.enumerate())
+    monkeypatch.setattr(trainer, "validate", fails)
+    with pytest.raises(RuntimeError, match="validation failed"):
+        train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment(epochs=1)))
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert left == [], left
+
+
 def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_dataset, tmp_path, monkeypatch):
     import clusteralign.train.trainer as trainer
 
@@ -155,7 +171,8 @@ def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_datase
 
 @pytest.mark.parametrize("update", ["epoch", "fixed", "momentum"])
 def test_stage2_anchor_finetuning(stage1_run, tiny_dataset, tmp_path, update):
-    from clusteralign.train.trainer import fresh_anchors, resolve_device
+    from clusteralign.train.distributed import resolve_device
+    from clusteralign.train.trainer import fresh_anchors
 
     out1, _ = stage1_run
     _, manifest = tiny_dataset

@@ -101,7 +101,6 @@ CONVERTER_VERSION = 1
 PROTOCOL_FIELDS: tuple[str, ...] = ("filelist", "labels", "train_idx", "query_idx", "gallery_idx")
 SPLIT_FIELDS: dict[str, str] = {"train": "train_idx", "query": "query_idx", "gallery": "gallery_idx"}
 SPLIT_DIRS: dict[str, str] = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-CELLS_PER_PERSON = 10
 
 # "1_001_1_01.png": camera pair, person within the pair, view (camera 1 or 2), image (1-10).
 FILELIST_NAME = re.compile(r"(?P<pair>\d+)_(?P<person>\d+)_(?P<view>[12])_(?P<image>\d+)\.png")

@@ -223,6 +223,12 @@ def _fail_rows(
     raise ManifestError(f"{source}: bad value in column {column!r} — {expected}; {'; '.join(shown)}{more}.")
 
 
+def train_label_pids(df: pd.DataFrame) -> list[int]:
+    """The identity (pid) of each training label 0, 1, ...: a classifier's row order."""
+    train = df[df["split"] == "train"]
+    return train.drop_duplicates("label").sort_values("label")["pid"].astype(int).tolist()
+
+
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Validate ``df`` and write it as CSV atomically (temporary file in the same folder, then rename)."""
     validate_manifest(df, source=os.fspath(path))

@@ -415,12 +415,10 @@ def _download_unlocked(url: str, target: Path, sha256: str | None, md5: str | No
     for _attempt in range(2):
         offset = part.stat().st_size if part.is_file() else 0
         try:
-            complete = _fetch(url, part, offset, show, timeout)
+            _fetch(url, part, offset, show, timeout)
+            break
         except _RestartDownload:
             part.unlink(missing_ok=True)
-            continue
-        if complete:
-            break
     else:  # pragma: no cover - two restarts in a row mean the server keeps changing its answer
         raise DownloadError(f"downloading {url}: the server's answers to a resumed download were inconsistent.")
     digests = verify_file(part, sha256=sha256, md5=md5, remove_on_mismatch=True)
@@ -433,8 +431,8 @@ class _RestartDownload(Exception):
     """The partial file cannot be continued; start again from the first byte."""
 
 
-def _fetch(url: str, part: Path, offset: int, show: bool, timeout: float) -> bool:
-    """Append the rest of ``url`` to ``part`` (which holds ``offset`` bytes); True when complete."""
+def _fetch(url: str, part: Path, offset: int, show: bool, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (which holds ``offset`` bytes), or raise _RestartDownload."""
     headers = {"User-Agent": "clusteralign-obtain/1"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -447,7 +445,7 @@ def _fetch(url: str, part: Path, offset: int, show: bool, timeout: float) -> boo
             total = _content_range_total(err.headers.get("Content-Range"))
             err.close()
             if total == offset:
-                return True
+                return
             raise _RestartDownload from None
         err.close()
         raise DownloadError(
@@ -502,7 +500,6 @@ def _fetch(url: str, part: Path, offset: int, show: bool, timeout: float) -> boo
             f"downloading {url} stopped after {received} of {total} bytes. The partial file {str(part)!r} is "
             f"kept; run again to resume."
         )
-    return True
 
 
 def _content_range_start(header: str | None) -> int | None:

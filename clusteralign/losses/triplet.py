@@ -99,9 +99,7 @@ class TripletLoss(nn.Module):
     ``margin`` > 0: mean over the batch of ``relu(d_ap - d_an + margin)`` (hinge, the
     strong baseline uses 0.3). ``margin=None``: soft margin, mean of
     ``softplus(d_ap - d_an)``. ``normalize_feature=True`` L2-normalises the features
-    first. ``forward(features, labels)`` returns the scalar loss; the mined distances of
-    the last call are kept in ``last_dist_ap`` / ``last_dist_an`` (detached) for logging.
-    ``check_batch`` is passed to :func:`hard_example_mining` as ``check``: turn it off in
+    first. ``forward(features, labels)`` returns the scalar loss. ``check_batch`` is passed to :func:`hard_example_mining` as ``check``: turn it off in
     a CUDA loop whose sampler guarantees P >= 2 and K >= 2, to save one device
     synchronisation per step (a bad batch then gives a NaN loss instead of an error).
     """
@@ -113,8 +111,6 @@ class TripletLoss(nn.Module):
         self.margin = margin
         self.normalize_feature = normalize_feature
         self.check_batch = check_batch
-        self.last_dist_ap: torch.Tensor | None = None
-        self.last_dist_an: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Batch-hard triplet loss of ``features`` (B x D) with identity ``labels`` (B)."""
@@ -124,8 +120,6 @@ class TripletLoss(nn.Module):
             features = F.normalize(features, p=2, dim=1)
         dist = euclidean_dist(features, features)
         dist_ap, dist_an = hard_example_mining(dist, labels, check=self.check_batch)
-        self.last_dist_ap = dist_ap.detach()
-        self.last_dist_an = dist_an.detach()
         diff = dist_ap - dist_an
         if self.margin is None:
             return F.softplus(diff).mean()

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from ..config import RANKING_EXAMPLES, EvalConfig, FeatureConfig, StageConfig
+from ..data.manifest import train_label_pids
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
 from ..eval.rerank import re_rank_features
@@ -19,7 +20,8 @@ from ..models.file import ModelFile
 from ..train.anchors import AnchorSet
 from ..train.data import load_split
 from ..train.features import extract_features
-from ..train.trainer import augment_spec, cache_size, fresh_anchors, resolve_device
+from ..train.distributed import resolve_device
+from ..train.trainer import augment_spec, cache_size, fresh_anchors
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,7 @@ def compute_anchor_file(
     """Anchors (per-identity mean test features) of a trained model, plus their spread statistics."""
     mf, model, device = _load_model(model_path, stage)
     train = load_split(manifest, "train", cache_size(stage))
-    label_pids = (manifest[manifest["split"] == "train"].drop_duplicates("label").sort_values("label")["pid"]
-                  .astype(int).tolist())
-    if label_pids != list(mf.pids):
+    if train_label_pids(manifest) != list(mf.pids):
         raise ValueError(f"{model_path} was trained on other identities than the manifest's training split")
     anchors, stats = fresh_anchors(model, train.to(device), mf.num_classes, stage, features, device)
     result = AnchorSet(anchors.cpu(), list(mf.pids), stats)

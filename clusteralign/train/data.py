@@ -24,14 +24,11 @@ class SplitData:
         return SplitData(*(t.to(device) for t in (self.images, self.pids, self.camids, self.labels)))
 
 
-def load_split(
-    manifest: pd.DataFrame, splits: str | tuple[str, ...], size: tuple[int, int], num_workers: int | None = None
-) -> SplitData:
-    """Decode the rows of `splits` (in manifest order) at `size` (H, W); workers as in `load_images`."""
-    splits = (splits,) if isinstance(splits, str) else splits
-    rows = manifest[manifest["split"].isin(splits)]
+def load_split(manifest: pd.DataFrame, split: str, size: tuple[int, int]) -> SplitData:
+    """Decode the rows of `split` (in manifest order) at `size` (H, W), a worker process per thread."""
+    rows = manifest[manifest["split"] == split]
     if rows.empty:
-        raise ValueError(f"the manifest has no rows in split(s) {', '.join(splits)}")
-    images = load_images(rows["path"].tolist(), size, num_workers=num_workers)
+        raise ValueError(f"the manifest has no rows in split {split!r}")
+    images = load_images(rows["path"].tolist(), size)
     columns = (torch.tensor(rows[col].to_numpy(), dtype=torch.long) for col in ("pid", "camid", "label"))
     return SplitData(images, *columns)

@@ -35,20 +35,26 @@ class DistContext:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when visible, else CPU; "cuda" without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no CUDA device is visible")
+    return torch.device(name)
+
+
 def setup(device_pref: str) -> tuple[DistContext, torch.device]:
     """Join the torchrun job described by the environment (if any) and pick this rank's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA device is visible")
+    device = resolve_device(device_pref)
+    use_cuda = device.type == "cuda"
     if world_size == 1:
-        return DistContext(), torch.device("cuda" if use_cuda else "cpu")
+        return DistContext(), device
     ctx = DistContext(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if use_cuda:
         torch.cuda.set_device(ctx.local_rank)
         device = torch.device("cuda", ctx.local_rank)
-    else:
-        device = torch.device("cpu")
     if not dist.is_initialized():
         # Rank 0 validates while the others wait at the next collective: allow for long validations.
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
@@ -129,11 +135,6 @@ def gather_objects(obj: object, ctx: DistContext) -> list[object]:
     out: list[object] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()
 
 
 class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Literal, get_args
-
 import numpy as np
 import torch
 from torch.utils.data import Sampler
-
-Coverage = Literal["images", "identities"]
-
 
 class SamplerConfigError(ValueError):
     """The labels cannot be batched with the requested P x K layout."""
@@ -30,21 +25,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class PKSampler(Sampler[list[int]]):
     """Batch sampler yielding ``P * K`` dataset indices: K images of each of P distinct identities.
 
-    Pass it to ``DataLoader(dataset, batch_sampler=...)``. A batch lists its identities
-    one after another, K consecutive indices each. An identity with fewer than K images
-    contributes all of them plus random repeats (sampling with replacement) to reach K.
+    The trainer indexes its in-memory image cache with each batch (``list(sampler)`` per
+    epoch). A batch lists its identities one after another, K consecutive indices each.
+    An identity with fewer than K images contributes all of them plus random repeats
+    (sampling with replacement) to reach K.
 
-    ``coverage`` decides what one epoch is:
-
-    - ``"images"`` (default; the strong baseline's RandomIdentitySampler, whose epoch
-      count the 120-epoch schedule assumes): every identity's images are shuffled and cut
-      into chunks of K (remainder dropped; small identities give one chunk); batches
-      draw P identities uniformly from those with chunks left, until fewer than P
-      remain. About ``num_images / (P * K)`` batches; the exact count varies slightly by
-      epoch and is what ``len()`` returns for the current epoch.
-    - ``"identities"``: identities are shuffled and each used once, K random images
-      each; the last batch is completed with identities from the start of the shuffle,
-      so ``len() == ceil(num_identities / P)`` every epoch.
+    An epoch is the strong baseline's (its RandomIdentitySampler's, which the 120-epoch
+    schedule assumes): every identity's images are shuffled and cut into chunks of K
+    (remainder dropped; small identities give one chunk); batches draw P identities
+    uniformly from those with chunks left, until fewer than P remain. About
+    ``num_images / (P * K)`` batches; the exact count varies slightly by epoch and is what
+    ``len()`` returns for the current epoch.
 
     Randomness comes only from a generator seeded by ``(seed, epoch)``: the sampler's
     whole state is those two numbers. Call :meth:`set_epoch` before each epoch (as with
@@ -64,7 +55,6 @@ class PKSampler(Sampler[list[int]]):
         num_instances: int = 4,
         seed: int = 0,
         *,
-        coverage: Coverage = "images",
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -77,8 +67,6 @@ class PKSampler(Sampler[list[int]]):
             raise SamplerConfigError(
                 f"PKSampler needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}."
             )
-        if coverage not in get_args(Coverage):
-            raise SamplerConfigError(f"PKSampler coverage must be one of {get_args(Coverage)}, got {coverage!r}.")
         if seed < 0:
             raise SamplerConfigError(f"PKSampler seed must be a non-negative integer, got {seed}.")
         label_array = np.asarray([int(x) for x in labels], dtype=np.int64)
@@ -94,7 +82,6 @@ class PKSampler(Sampler[list[int]]):
         self.num_identities = num_identities
         self.num_instances = num_instances
         self.seed = seed
-        self.coverage: Coverage = coverage
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -106,30 +93,13 @@ class PKSampler(Sampler[list[int]]):
             )
         self._plan_cache: tuple[tuple[int, int], list[list[np.ndarray]]] | None = None
 
-    @property
-    def batch_size(self) -> int:
-        """Indices per batch on this rank (P x K)."""
-        return self.num_identities * self.num_instances
-
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
         if epoch < 0:
             raise ValueError(f"PKSampler epoch must be a non-negative integer, got {epoch}.")
         self.epoch = int(epoch)
 
-    def state_dict(self) -> dict[str, int]:
-        """The sampler's full state: ``{"seed": ..., "epoch": ...}``."""
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Restore ``seed`` and ``epoch`` saved by :meth:`state_dict`."""
-        missing = {"seed", "epoch"} - set(state)
-        if missing:
-            raise KeyError(f"PKSampler state is missing key(s) {sorted(missing)}; expected 'seed' and 'epoch'.")
-        self.seed = int(state["seed"])
-        self.set_epoch(int(state["epoch"]))
-
-    def _chunks(self, generator: torch.Generator, ident: int, all_chunks: bool) -> list[np.ndarray]:
+    def _chunks(self, generator: torch.Generator, ident: int) -> list[np.ndarray]:
         idx = self._indices[ident]
         n = len(idx)
         k = self.num_instances
@@ -137,7 +107,7 @@ class PKSampler(Sampler[list[int]]):
         if n < k:
             extra = torch.randint(n, (k - n,), generator=generator)
             return [idx[torch.cat([perm, extra]).numpy()]]
-        count = n // k if all_chunks else 1
+        count = n // k
         # One gather, then rows of a NumPy array: a tensor index per chunk was most of an epoch's plan.
         return list(idx[perm[: count * k].numpy()].reshape(count, k))
 
@@ -150,25 +120,14 @@ class PKSampler(Sampler[list[int]]):
         group = self.world_size * self.num_identities
         num_ids = len(self.pids)
         plan: list[list[np.ndarray]] = []
-        if self.coverage == "identities":
-            order = torch.randperm(num_ids, generator=g).tolist()
-            num_batches = -(-num_ids // group)
-            # Wrapping around to the start keeps the last batch's identities distinct
-            # because there are at least `group` identities.
-            order = order + order[: num_batches * group - num_ids]
-            for b in range(num_batches):
-                plan.append(
-                    [self._chunks(g, ident, all_chunks=False)[0] for ident in order[b * group : (b + 1) * group]]
-                )
-        else:
-            queues = [deque(self._chunks(g, ident, all_chunks=True)) for ident in range(num_ids)]
-            available = list(range(num_ids))
-            while len(available) >= group:
-                picks = torch.randperm(len(available), generator=g)[:group].tolist()
-                selected = [available[i] for i in picks]
-                plan.append([queues[ident].popleft() for ident in selected])
-                if any(not queues[ident] for ident in selected):
-                    available = [ident for ident in available if queues[ident]]
+        queues = [deque(self._chunks(g, ident)) for ident in range(num_ids)]
+        available = list(range(num_ids))
+        while len(available) >= group:
+            picks = torch.randperm(len(available), generator=g)[:group].tolist()
+            selected = [available[i] for i in picks]
+            plan.append([queues[ident].popleft() for ident in selected])
+            if any(not queues[ident] for ident in selected):
+                available = [ident for ident in available if queues[ident]]
         self._plan_cache = (key, plan)
         return plan
 
@@ -184,6 +143,6 @@ class PKSampler(Sampler[list[int]]):
     def __repr__(self) -> str:
         return (
             f"PKSampler(identities={len(self.pids)}, P={self.num_identities}, K={self.num_instances}, "
-            f"coverage={self.coverage!r}, seed={self.seed}, epoch={self.epoch}, rank={self.rank}, "
+            f"seed={self.seed}, epoch={self.epoch}, rank={self.rank}, "
             f"world_size={self.world_size})"
         )

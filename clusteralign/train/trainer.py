@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dict
+from ..data.manifest import train_label_pids
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
 from ..io import UnreadableFileError, file_sha256, torch_load
@@ -61,15 +62,6 @@ class StageSpec:
     out_dir: Path
     init_model: Path | None = None
     init_anchors: Path | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when visible, else CPU; "cuda" without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA device is visible")
-    return torch.device(name)
 
 
 def augment_spec(stage: StageConfig, train: bool = True) -> AugmentSpec:
@@ -193,8 +185,8 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
     """Train one stage, resuming from its checkpoint when there is a matching one.
 
     Writes ``model.pt``, ``history.csv`` and TensorBoard events (``tb/``) under `spec.out_dir`.
-    `epoch_budget` stops after that many epochs in this call (for time-limited jobs); the
-    next call continues. Returns the history (None when stopped early, and on ranks other
+    `epoch_budget` stops after that many epochs in this call, as a killed job would stop,
+    and the next call resumes (how the tests check resuming). Returns the history (None when stopped early, and on ranks other
     than 0 of a torchrun job).
     """
     stage, out_dir = spec.stage, Path(spec.out_dir)
@@ -226,8 +218,7 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
     query = load_split(manifest, "query", size) if ctx.is_main else None
     gallery = load_split(manifest, "gallery", size) if ctx.is_main else None
     num_classes = int(train.labels.max()) + 1
-    label_pids = (manifest[manifest["split"] == "train"].drop_duplicates("label").sort_values("label")["pid"]
-                  .astype(int).tolist())
+    label_pids = train_label_pids(manifest)
     if ctx.is_main:
         log.info("%s: %d training images of %d identities, %d query, %d gallery, decoded in %.1fs on %s%s",
                  spec.name, len(train.labels), num_classes, len(query.labels), len(gallery.labels),
@@ -328,61 +319,63 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         log.info("%s: set up in %.1fs (model, optimizer, anchors, checkpoint check)", spec.name,
                  time.perf_counter() - t_setup)
 
-    epochs_run = 0
-    # On an error the write in progress still completes: the writer's thread is not a daemon.
-    writer = CheckpointWriter()
-    for epoch in range(start_epoch, stage.epochs):
-        if epoch_budget is not None and epochs_run >= epoch_budget:
-            writer.wait()
-            history.close()
-            if ctx.is_main:
-                log.info("%s: stopping after %d epoch(s) as asked; rerun to continue", spec.name, epochs_run)
-            return None
-        if hasattr(model, "set_epoch"):
-            model.set_epoch(epoch_offset + epoch)
-            if isinstance(step, GraphedStep):
-                step.reset()  # the epoch may switch a term on: capture the step again
-        row = _train_one_epoch(step_model, step, train, sampler, epoch, stage, anchors, gen, device, spec.name, ctx)
-        row["lr"] = float(scheduler.get_last_lr()[0])  # a device tensor when the step is graphed
-        scheduler.step()
-        last = epoch + 1 == stage.epochs
-        evaluate_now = last or (stage.eval_every > 0 and (epoch + 1) % stage.eval_every == 0)
-        t_eval = time.perf_counter()
-        refresh = objective.needs_anchors and stage.anchors.update == "epoch" and not last
-        if refresh or (evaluate_now and stage.anchor_diagnostics):
-            # The model does not change between this epoch's end and the next one's start,
-            # so these anchors serve both the diagnostics and the next epoch's targets.
-            new_anchors, diag = shared_anchors()
-            row.update(diag)
-            if refresh:
-                anchors = new_anchors
-        if evaluate_now and ctx.is_main:
-            row.update(validate(model, query, gallery, spec.features, spec.validation, stage, device))
-        # Both end in host reads (diagnostics, ranking), so the device work is included.
-        row["eval_seconds"] = time.perf_counter() - t_eval
-        rng_states = distributed.gather_objects(_rng_state(gen), ctx)
-        epochs_run += 1
-        if not ctx.is_main:
-            continue
-        history.append(epoch + 1, row)
-        history.write_csv(out_dir / "history.csv")
-        log.info("%s", history.describe_last(stage.epochs))
-        if last or (epoch + 1) % stage.checkpoint_every == 0:
-            writer.save({
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "objective": objective.state_dict(),
-                "center_optimizer": center_opt.state_dict() if center_opt is not None else None,
-                "anchors": anchors,
-                "rng": rng_states,
-                "history": history.rows,
-            }, ckpt_path)
+    # The TensorBoard writer is closed whatever happens, so an error leaves no thread behind.
+    try:
+        epochs_run = 0
+        # On an error the write in progress still completes: the writer's thread is not a daemon.
+        writer = CheckpointWriter()
+        for epoch in range(start_epoch, stage.epochs):
+            if epoch_budget is not None and epochs_run >= epoch_budget:
+                writer.wait()
+                if ctx.is_main:
+                    log.info("%s: stopping after %d epoch(s) as asked; rerun to continue", spec.name, epochs_run)
+                return None
+            if hasattr(model, "set_epoch"):
+                model.set_epoch(epoch_offset + epoch)
+                if isinstance(step, GraphedStep):
+                    step.reset()  # the epoch may switch a term on: capture the step again
+            row = _train_one_epoch(step_model, step, train, sampler, epoch, stage, anchors, gen, device, spec.name, ctx)
+            row["lr"] = float(scheduler.get_last_lr()[0])  # a device tensor when the step is graphed
+            scheduler.step()
+            last = epoch + 1 == stage.epochs
+            evaluate_now = last or (stage.eval_every > 0 and (epoch + 1) % stage.eval_every == 0)
+            t_eval = time.perf_counter()
+            refresh = objective.needs_anchors and stage.anchors.update == "epoch" and not last
+            if refresh or (evaluate_now and stage.anchor_diagnostics):
+                # The model does not change between this epoch's end and the next one's start,
+                # so these anchors serve both the diagnostics and the next epoch's targets.
+                new_anchors, diag = shared_anchors()
+                row.update(diag)
+                if refresh:
+                    anchors = new_anchors
+            if evaluate_now and ctx.is_main:
+                row.update(validate(model, query, gallery, spec.features, spec.validation, stage, device))
+            # Both end in host reads (diagnostics, ranking), so the device work is included.
+            row["eval_seconds"] = time.perf_counter() - t_eval
+            rng_states = distributed.gather_objects(_rng_state(gen), ctx)
+            epochs_run += 1
+            if not ctx.is_main:
+                continue
+            history.append(epoch + 1, row)
+            history.write_csv(out_dir / "history.csv")
+            log.info("%s", history.describe_last(stage.epochs))
+            if last or (epoch + 1) % stage.checkpoint_every == 0:
+                writer.save({
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "objective": objective.state_dict(),
+                    "center_optimizer": center_opt.state_dict() if center_opt is not None else None,
+                    "anchors": anchors,
+                    "rng": rng_states,
+                    "history": history.rows,
+                }, ckpt_path)
 
-    writer.wait()
-    history.close()
+        writer.wait()
+    finally:
+        history.close()
     if not ctx.is_main:
         return None
     # Also when a finished checkpoint was resumed and no epoch ran (e.g. the job was killed
