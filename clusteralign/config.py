@@ -416,6 +416,15 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
     return merged
 
 
+def sorted_keys(obj: Any) -> Any:
+    """`obj` with every mapping's keys in sorted order, so a reordered YAML section compares equal."""
+    if isinstance(obj, dict):
+        return {k: sorted_keys(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, list):
+        return [sorted_keys(v) for v in obj]
+    return obj
+
+
 def to_dict(obj: Any) -> Any:
     """Plain (YAML/JSON-ready) form of a config dataclass; tuples become lists."""
     if dataclasses.is_dataclass(obj):

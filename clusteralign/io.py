@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -18,12 +19,16 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, else remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -37,6 +42,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_path` left beside `path` in a process that was killed.
+
+    Only for a caller that is the one writer of `path` (a workflow job and its outputs, a
+    training stage and its checkpoint); returns what was deleted.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [p for p in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -57,9 +77,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to `path` atomically."""
+    """torch.save to `path` atomically; the same object gives the same bytes."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        # Through a file object: given a path, torch names the archive's folder after the
+        # (random) temporary file, so equal weights would give different bytes and hashes.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
 
 
 class UnreadableFileError(ValueError):

@@ -1,5 +1,11 @@
 # Helpers shared by the rules: the typed experiment configs and input functions.
-from clusteralign.config import ReportConfig, build_experiments, from_dict, to_dict
+from clusteralign.config import (
+    ReportConfig,
+    build_experiments,
+    from_dict,
+    sorted_keys,
+    to_dict,
+)
 
 EXPERIMENTS = build_experiments(config)
 REPORT = from_dict(ReportConfig, config.get("report"), "report")
@@ -10,6 +16,11 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     dataset="[A-Za-z0-9_-]+",
     stage="stage1|stage2|stage2_control",
+
+
+def dataset_params(wildcards):
+    # Snakemake reruns a job whose parameters differ, and a mapping's key order counts.
+    return sorted_keys(config["datasets"][wildcards.dataset])
 
 
 def manifest_of(wildcards):

@@ -12,7 +12,7 @@ rule prepare_dataset:
         mem_mb=4000,
         runtime=120,
     params:
-        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+        dataset=dataset_params,
         work_dir=subpath(output.manifest, parent=True),
     script:
         "../workflow_scripts/prepare_dataset.py"

@@ -1,12 +1,22 @@
-"""Reading torch files: every way a file can be wrong ends in an error naming it."""
+"""Torch files and temporaries: reproducible bytes, errors naming the file, nothing left half written."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from torch import nn
 
-from clusteralign.io import UnreadableFileError, torch_load, torch_load_mapping, torch_save
+from clusteralign.io import (
+    UnreadableFileError,
+    remove_stale_temporaries,
+    torch_load,
+    torch_load_mapping,
+    torch_save,
+)
 from clusteralign.models.file import ModelFile
 from clusteralign.pipeline.steps import evaluate_feature_file
 from clusteralign.train.anchors import AnchorSet
@@ -60,3 +70,44 @@ def test_files_of_the_wrong_kind_say_what_they_hold(tmp_path, good):
 def test_a_written_file_leaves_no_temporary_behind(tmp_path):
     torch_save({"a": torch.zeros(2)}, tmp_path / "out" / "x.pt")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["x.pt"]
+
+
+def test_the_same_object_gives_the_same_bytes_wherever_it_is_written(tmp_path):
+    # Stage 2 fingerprints stage 1's model file: a rewrite of the same weights must match it.
+    state = {"w": torch.arange(10.0), "pids": [3, 1]}
+    torch_save(state, tmp_path / "a.pt")
+    torch_save(state, tmp_path / "other" / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other" / "b.pt").read_bytes()
+
+
+def test_stale_temporaries_of_one_file_are_removed(tmp_path):
+    for name in (".last.pt.abc123.tmp", ".last.pt.x.tmp", ".other.pt.abc123.tmp", "last.pt", ".last.pt.keep"):
+        (tmp_path / name).write_text("")
+    removed = remove_stale_temporaries(tmp_path / "last.pt")
+    assert sorted(p.name for p in removed) == [".last.pt.abc123.tmp", ".last.pt.x.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.keep", ".other.pt.abc123.tmp", "last.pt"]
+    assert remove_stale_temporaries(tmp_path / "absent" / "x.pt") == []
+
+
+def test_a_terminated_workflow_step_leaves_no_temporary(tmp_path):
+    # What SLURM's time limit does to a job: SIGTERM while a file is being written.
+    (tmp_path / ".out.pt.old.tmp").write_text("left by a killed attempt")
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from types import SimpleNamespace
+        from clusteralign.io import atomic_path
+        from clusteralign.pipeline.script import workflow_step
+
+        out = Path({str(tmp_path / "out.pt")!r})
+        smk = SimpleNamespace(log=[], rule="demo", threads=1, output=[str(out)])
+        with workflow_step(smk):
+            assert not (out.parent / ".out.pt.old.tmp").exists()
+            with atomic_path(out) as tmp:
+                tmp.write_text("half")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + 15, proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

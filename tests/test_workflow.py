@@ -146,6 +146,26 @@ def test_finished_workflow_has_nothing_to_do(finished_run):
     assert planned_jobs(finished_run) == Counter()
 
 
+def test_reordered_dataset_keys_are_no_change(finished_run, tmp_path):
+    copy_dir = _edited(finished_run, tmp_path, lambda c: None)
+    config = copy.deepcopy(TINY)
+    config["datasets"]["synthetic"] = dict(reversed(config["datasets"]["synthetic"].items()))
+    (copy_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert planned_jobs(copy_dir) == Counter()
+
+
+def test_a_forced_rerun_of_stage1_retrains_nothing(finished_run, tmp_path):
+    # Stage 1 resumes its finished checkpoint and rewrites the same model.pt byte for byte,
+    # so stage 2 and the control, which fingerprint that file, resume theirs too.
+    copy_dir = _edited(finished_run, tmp_path, lambda c: None)
+    before = (copy_dir / "results/tiny/stage1/model.pt").read_bytes()
+    snakemake(copy_dir, "--forcerun", "train_stage1")
+    assert (copy_dir / "results/tiny/stage1/model.pt").read_bytes() == before
+    for rule in ("train_stage1", "train_stage2", "train_stage2_control"):
+        log = (copy_dir / f"logs/{rule}/tiny.log").read_text()
+        assert "resuming from" in log and " epoch 1/" not in log, (rule, log[-2000:])
+
+
 def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
     """A copy of the finished run with an edited config (timestamps and metadata kept)."""
     copy_dir = tmp_path / "copy"

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+from ..io import remove_stale_temporaries
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # SLURM's time limit and Snakemake's own cancellation send SIGTERM: as an exception it
+    # unwinds the step, so a file being written is removed rather than left half done.
+    raise SystemExit(128 + signum)
 
 
 @contextmanager
@@ -20,6 +29,11 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
                         handlers=handlers, force=True)
     logging.captureWarnings(True)
     log = logging.getLogger(f"clusteralign.{smk.rule}")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # This job is its outputs' only writer: what a killed attempt left half written goes.
+    for output in smk.output:
+        for stale in remove_stale_temporaries(output):
+            log.info("removed %s, left by an earlier attempt", stale)
 
     import torch
 

@@ -28,7 +28,7 @@ from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dic
 from ..data.manifest import train_label_pids
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
-from ..io import UnreadableFileError, file_sha256, torch_load
+from ..io import UnreadableFileError, file_sha256, remove_stale_temporaries, torch_load
 from ..models import build_model
 from ..models.file import ModelFile
 from . import anchors as anchor_ops
@@ -285,6 +285,9 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
 
     fingerprint = _fingerprint(spec)
     ckpt_path = out_dir / CHECKPOINT_NAME
+    # Left by an attempt killed while writing (the stage is their only writer).
+    for stale in (*remove_stale_temporaries(ckpt_path), *remove_stale_temporaries(out_dir / "model.pt")):
+        log.info("%s: removed %s, left by an earlier attempt", spec.name, stale)
     start_epoch = 0
     ckpt = None
     if ckpt_path.is_file():
