@@ -6,6 +6,15 @@ at fault and says what was expected, so a user can fix the input without reading
 
 from __future__ import annotations
 
+# Offending items a message lists before it counts the rest.
+MAX_LISTED = 5
+
+
+def listing(items: list[str]) -> str:
+    """The first few items joined for a message, with a count of the rest."""
+    shown = "; ".join(items[:MAX_LISTED])
+    return shown + (f"; and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
 
 class DatasetError(ValueError):
     """Base class for every problem with dataset files, manifests or images."""

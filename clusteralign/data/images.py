@@ -9,6 +9,7 @@ straight into one shared buffer, so nothing is copied back.
 
 from __future__ import annotations
 
+import logging
 import math
 import mmap
 import multiprocessing
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from clusteralign.data.errors import CorruptImageError, DatasetError
+from clusteralign.data.errors import CorruptImageError, DatasetError, listing
 
 PathLike = str | os.PathLike[str]
 
@@ -57,6 +58,22 @@ def find_bad_images(paths: Sequence[PathLike], num_workers: int | None = None) -
     else:
         reasons = [verify_image(p) for p in paths]
     return {p: r for p, r in zip(paths, reasons) if r is not None}
+
+
+def unreadable_images(name: str, paths: Sequence[PathLike], drop_bad: bool, num_workers: int | None = None) -> set[str]:
+    """Verify every image of dataset `name`: raise naming the unreadable ones, or, with
+    ``drop_bad``, warn once and return them for the caller to leave out."""
+    bad = find_bad_images(paths, num_workers=num_workers)
+    if not bad:
+        return set()
+    listed = listing([f"{path} ({reason})" for path, reason in bad.items()])
+    if not drop_bad:
+        raise CorruptImageError(
+            f"{name}: {len(bad)} image(s) cannot be read: {listed}. Replace them, or pass drop_bad=True to leave "
+            "unreadable images out of the manifest."
+        )
+    logging.getLogger(__name__).warning("%s: dropped %d unreadable image(s): %s.", name, len(bad), listed)
+    return set(bad)
 
 
 def load_images(

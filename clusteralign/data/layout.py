@@ -16,20 +16,18 @@ import pandas as pd
 
 from clusteralign.data.errors import (
     CameraRangeError,
-    CorruptImageError,
     DatasetRootMissingError,
     EmptySplitError,
     FileNameError,
     LayoutError,
+    listing,
 )
-from clusteralign.data.images import find_bad_images
+from clusteralign.data.images import unreadable_images
 from clusteralign.data.manifest import DISTRACTOR_PID, JUNK_PID, Record, build_manifest, log_summary
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-# How many offending files an error message lists before summarising the rest as a count.
-_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ def read_market_layout(
         raise FileNameError(
             f"{name}: {len(unmatched)} image file(s) under {root_text!r} do not follow the expected name pattern "
             f"{pattern.template} (for example {pattern.example}; regular expression {pattern.regex.pattern}): "
-            f"{_listing(unmatched)}. "
+            f"{listing(unmatched)}. "
             "Rename or remove them, or check that this is the right dataset."
         )
 
@@ -121,13 +119,14 @@ def read_market_layout(
     ]
     if off_range:
         raise CameraRangeError(
-            f"{name}: {len(off_range)} image(s) name a camera outside 1..{num_cameras}: {_listing(off_range)}. "
+            f"{name}: {len(off_range)} image(s) name a camera outside 1..{num_cameras}: {listing(off_range)}. "
             f"{name} has {num_cameras} camera(s); check the dataset or the configured camera count."
         )
 
     kept = {split: _drop_junk_and_distractors(name, split, items) for split, items in found.items()}
     if verify_images:
-        kept = _drop_unreadable(name, kept, drop_bad, num_workers)
+        bad = unreadable_images(name, [p.path for items in kept.values() for p in items], drop_bad, num_workers)
+        kept = {split: [p for p in items if p.path not in bad] for split, items in kept.items()}
 
     for split, items in kept.items():
         if not items:
@@ -217,25 +216,3 @@ def _drop_junk_and_distractors(name: str, split: str, items: list[_Parsed]) -> l
     return kept
 
 
-def _drop_unreadable(
-    name: str, kept: dict[str, list[_Parsed]], drop_bad: bool, num_workers: int | None
-) -> dict[str, list[_Parsed]]:
-    """Decode every image; raise on unreadable ones, or drop them with one warning when ``drop_bad``."""
-    every_path = [p.path for items in kept.values() for p in items]
-    bad = find_bad_images(every_path, num_workers=num_workers)
-    if not bad:
-        return kept
-    listed = [f"{path} ({reason})" for path, reason in bad.items()]
-    if not drop_bad:
-        raise CorruptImageError(
-            f"{name}: {len(bad)} image(s) cannot be read: {_listing(listed)}. Replace them, or pass "
-            "drop_bad=True to leave unreadable images out of the manifest."
-        )
-    logger.warning("%s: dropped %d unreadable image(s): %s.", name, len(bad), _listing(listed))
-    return {split: [p for p in items if p.path not in bad] for split, items in kept.items()}
-
-
-def _listing(items: list[str]) -> str:
-    """The first few items joined for a message, with a count of the rest."""
-    shown = "; ".join(items[:_MAX_LISTED])
-    return shown + (f"; and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")

@@ -23,13 +23,13 @@ import pandas as pd
 
 from clusteralign.data.errors import (
     CameraRangeError,
-    CorruptImageError,
     DatasetRootMissingError,
     EmptySplitError,
     LayoutError,
     ListFileError,
+    listing,
 )
-from clusteralign.data.images import find_bad_images
+from clusteralign.data.images import unreadable_images
 from clusteralign.data.manifest import Record, build_manifest, log_summary
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ VERSION_DIRS: dict[str, tuple[str, str]] = {"V1": ("train", "test"), "V2": ("mas
 
 # "0000_000_01_0303morning_0015_0.jpg": identity, index, camera, date + time of day, frame, box.
 MSMT17_NAME = re.compile(r"\d+_\d+_(?P<camid>\d+)_[^/\\]*\.(?:jpe?g|png)", re.IGNORECASE)
-_MAX_LISTED = 5
 
 
 def read_msmt17(
@@ -80,11 +79,12 @@ def read_msmt17(
     if absent:
         raise DatasetRootMissingError(
             f"MSMT17: {len(absent)} image(s) named in the list files under {root_text!r} do not exist: "
-            f"{_listing(absent)}. The list files and the image folders come from different copies or an "
+            f"{listing(absent)}. The list files and the image folders come from different copies or an "
             "incomplete extraction."
         )
     if verify_images:
-        records = _drop_unreadable(records, drop_bad, num_workers)
+        bad = unreadable_images("MSMT17", [r[0] for items in records.values() for r in items], drop_bad, num_workers)
+        records = {split: [r for r in items if r[0] not in bad] for split, items in records.items()}
     for split, items in records.items():
         if not items:
             raise EmptySplitError(f"MSMT17: the {split} split of {root_text!r} is empty; its list file has no images.")
@@ -146,23 +146,3 @@ def _read_list(root: str, list_name: str, image_dir: str) -> list[Record]:
     return records
 
 
-def _drop_unreadable(
-    records: dict[str, list[Record]], drop_bad: bool, num_workers: int | None
-) -> dict[str, list[Record]]:
-    """Decode every image; raise on unreadable ones, or drop them with one warning when ``drop_bad``."""
-    bad = find_bad_images([path for items in records.values() for path, _, _ in items], num_workers=num_workers)
-    if not bad:
-        return records
-    listed = [f"{path} ({reason})" for path, reason in bad.items()]
-    if not drop_bad:
-        raise CorruptImageError(
-            f"MSMT17: {len(bad)} image(s) cannot be read: {_listing(listed)}. Replace them, or pass drop_bad=True "
-            "to leave unreadable images out of the manifest."
-        )
-    logger.warning("MSMT17: dropped %d unreadable image(s): %s.", len(bad), _listing(listed))
-    return {split: [r for r in items if r[0] not in bad] for split, items in records.items()}
-
-
-def _listing(items: list[str]) -> str:
-    shown = "; ".join(items[:_MAX_LISTED])
-    return shown + (f"; and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")

@@ -171,8 +171,7 @@ def anchor_table(exp: ExperimentArtifacts) -> Table:
         diag = exp.anchors.get(s)
         if diag is None:
             continue
-        own, other = float(diag["anchor_dist_own"]), float(diag["anchor_dist_other"])
-        ratio = own / other if other > 0 else None
+        own, other, ratio = float(diag["anchor_dist_own"]), float(diag["anchor_dist_other"]), _ratio(diag)
         rows.append([_c(STAGE_LABELS[s]), _c(_num(own)), _c(_num(other)),
                      _c(DASH if ratio is None else f"{ratio:.3f}"), _c(diag.get("num_identities", DASH))])
     labels = {"stage1": DELTA_VS_STAGE1, CONTROL: f"{DELTA_VS_CONTROL} ({_VS_CONTROL_MEANS})"}
