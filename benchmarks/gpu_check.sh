@@ -4,6 +4,10 @@
 # skipping the optional ones when the time budget (first argument, seconds) runs short.
 #   bash benchmarks/gpu_check.sh 540 [OUTPUT_DIR [STEPS]]
 # STEPS, an extended regular expression, runs only the steps whose names match it.
+# STAGE1_EPOCHS=N trains that many epochs of the Market-size stage 1 instead of what the
+# budget allows, e.g. all 120 after only the CUDA tests:
+#   STAGE1_EPOCHS=120 bash benchmarks/gpu_check.sh 560 "$OUT" 'device|ranker|cuda tests|stage 1'
+# (On a GPU machine without the project's venv, build the ranker first: that step does.)
 # Uses the python3 on the PATH (with torch, torchvision, pandas, pyyaml, cython, pytest) and this
 # checkout on PYTHONPATH; nothing is installed. Output: OUTPUT_DIR/gpu_check.log and history.csv.
 set -u
@@ -59,9 +63,11 @@ step "checkpoint" 60 python3 benchmarks/checkpoint_speed.py --device cuda
 # allows at that setting's measured full-step rate, less 100 s for compiling, validation and
 # set-up (all 120 when they fit, about 330 s on an H200), else projected to 120 by the script.
 IPS=$(awk '/^model /{b = /batch 64 .*compile default, cuda_graph True/} /^full step/ && b {print $3}' "$LOG" | tail -n 1)
-EPOCHS=$(python3 -c "import sys; ips=float(sys.argv[1] or 0); t=0.9*(int(sys.argv[2])-100); \
-print(max(3, min(120, int(t*ips/12936))))" "${IPS:-0}" "$(left)")
-step "stage 1, Market-size, $EPOCHS epochs" $(( $(left) * 8 / 10 )) python3 benchmarks/stage1_time.py \
+EPOCHS=${STAGE1_EPOCHS:-$(python3 -c "import sys; ips=float(sys.argv[1] or 0); t=0.9*(int(sys.argv[2])-100); \
+print(max(3, min(120, int(t*ips/12936))))" "${IPS:-0}" "$(left)")}
+# A fixed epoch count may use all the time left; else a fifth is kept for the steps after it.
+LIMIT=$(( ${STAGE1_EPOCHS:-0} ? $(left) - 10 : $(left) * 8 / 10 ))
+step "stage 1, Market-size, $EPOCHS epochs" "$LIMIT" python3 benchmarks/stage1_time.py \
   configs/synthetic_market_size.yaml --epochs "$EPOCHS" --workers "$(nproc)" --work-dir /tmp/stage1_time
 cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null
 
