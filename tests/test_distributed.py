@@ -61,3 +61,57 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny_datase
     for k in one:
         if one[k].is_floating_point():
             assert torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-5), k
+
+
+@pytest.mark.slow
+def test_a_terminated_launcher_stops_its_ranks(tiny_dataset, tmp_path):
+    # SIGTERM to the launching process only (a new session, so the ranks do not get it too):
+    # the ranks must stop with it rather than train on, orphaned.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    manifest = tmp_path / "manifest.csv"
+    tiny_dataset[1].to_csv(manifest, index=False)
+    script = textwrap.dedent(f"""
+        import signal
+        from pathlib import Path
+        from clusteralign.config import build_experiment
+        from clusteralign.data.manifest import read_manifest
+        from clusteralign.pipeline.script import _exit_on_sigterm
+        from clusteralign.train.launch import run_stage
+        from clusteralign.train.trainer import StageSpec
+
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        stage = {{**{stage1(2, 2)!r}, "epochs": 200, "eval_every": 0}}
+        exp = build_experiment("d", {{"dataset": "s", "model": "tiny", "stage1": stage}}, {MODELS!r})
+        run_stage(StageSpec("stage1", read_manifest({str(manifest)!r}), exp.model, exp.stage1, exp.features,
+                            exp.validation, Path({str(tmp_path / "out")!r})))
+    """)
+    spec = str(tmp_path / "out/launch/spec.json")
+
+    def ranks() -> list[int]:
+        found = subprocess.run(["pgrep", "-f", f"clusteralign.train.launch {spec}"], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(ranks()) < 3 and time.monotonic() < deadline:  # torchrun and its two ranks
+            time.sleep(0.5)
+        assert len(ranks()) >= 3, "torchrun and its ranks did not start"
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=120) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 60
+        while ranks() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert ranks() == []
+    finally:
+        launcher.kill()
+        for pid in ranks():
+            os.kill(pid, signal.SIGKILL)

@@ -73,9 +73,20 @@ def run_stage(spec: StageSpec, log_file: Path | None = None) -> pd.DataFrame | N
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "clusteralign.train.launch", str(path)]
     log.info("%s: starting %d processes: %s", spec.name, n, " ".join(cmd))
-    result = subprocess.run(cmd)
-    if result.returncode != 0:
-        raise RuntimeError(f"{spec.name}: torchrun with {n} processes failed (exit {result.returncode}); "
+    with subprocess.Popen(cmd) as proc:
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            # Terminated (SystemExit on SIGTERM) or interrupted: torchrun passes SIGTERM on to
+            # its ranks, where SIGKILL would leave them running.
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if returncode != 0:
+        raise RuntimeError(f"{spec.name}: torchrun with {n} processes failed (exit {returncode}); "
                            f"see the ranks' messages above and {log_file or 'the log'}")
     history = Path(spec.out_dir) / "history.csv"
     return pd.read_csv(history) if history.is_file() else None
