@@ -77,15 +77,14 @@ def test_a_terminated_launcher_stops_its_ranks(tiny_dataset, tmp_path):
     manifest = tmp_path / "manifest.csv"
     tiny_dataset[1].to_csv(manifest, index=False)
     script = textwrap.dedent(f"""
-        import signal
         from pathlib import Path
         from clusteralign.config import build_experiment
         from clusteralign.data.manifest import read_manifest
-        from clusteralign.pipeline.script import _exit_on_sigterm
+        from clusteralign.pipeline.script import exit_on_sigterm
         from clusteralign.train.launch import run_stage
         from clusteralign.train.trainer import StageSpec
 
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        exit_on_sigterm()
         stage = {{**{stage1(2, 2)!r}, "epochs": 200, "eval_every": 0}}
         exp = build_experiment("d", {{"dataset": "s", "model": "tiny", "stage1": stage}}, {MODELS!r})
         run_stage(StageSpec("stage1", read_manifest({str(manifest)!r}), exp.model, exp.stage1, exp.features,

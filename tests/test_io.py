@@ -111,3 +111,24 @@ def test_a_terminated_workflow_step_leaves_no_temporary(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 128 + 15, proc.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_forked_workers_keep_sigterms_default(tmp_path):
+    # A pool stops its workers with SIGTERM while it holds their queue's lock; a worker that
+    # unwound instead of dying could wait for that lock forever (a hang seen in a workflow run).
+    script = textwrap.dedent("""
+        import multiprocessing, os, signal, sys, time
+        from clusteralign.pipeline.script import exit_on_sigterm
+
+        exit_on_sigterm()
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        time.sleep(0.5)
+        child.terminate()
+        child.join(30)
+        print(child.exitcode)
+        os.kill(os.getpid(), signal.SIGTERM)  # the process that installed it exits by SystemExit
+        time.sleep(30)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["-15"] and proc.returncode == 143, (proc.stdout, proc.stderr[-2000:])

@@ -12,10 +12,23 @@ from typing import Any, Iterator
 from ..io import remove_stale_temporaries
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    # SLURM's time limit and Snakemake's own cancellation send SIGTERM: as an exception it
-    # unwinds the step, so a file being written is removed rather than left half done.
-    raise SystemExit(128 + signum)
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit in this process, so that an interrupted write is cleaned up.
+
+    SLURM's time limit and Snakemake's cancellation send SIGTERM. Processes forked from this
+    one (decoding workers) keep SIGTERM's default: a pool stops its workers with it, and a
+    worker unwinding instead could die holding the pool's lock and hang its siblings.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @contextmanager
@@ -29,7 +42,7 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
                         handlers=handlers, force=True)
     logging.captureWarnings(True)
     log = logging.getLogger(f"clusteralign.{smk.rule}")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     # This job is its outputs' only writer: what a killed attempt left half written goes.
     for output in smk.output:
         for stale in remove_stale_temporaries(output):
