@@ -8,6 +8,7 @@ from clusteralign.config import (
     build_experiment,
     build_experiments,
     from_dict,
+    sorted_keys,
     to_dict,
 )
 
@@ -148,3 +149,10 @@ def test_build_experiments_checks_each_dataset_name():
         build_experiments(config)
     del config["experiments"]["b"]
     assert list(build_experiments(config)) == ["a"]
+
+
+def test_sorted_keys_orders_every_mapping_and_keeps_lists_in_order():
+    raw = {"source": {"path": "p", "md5": "m"}, "reader": "r", "opts": [{"z": 1, "a": 2}, 3]}
+    out = sorted_keys(raw)
+    assert out == raw and list(out) == ["opts", "reader", "source"] and list(out["source"]) == ["md5", "path"]
+    assert list(out["opts"][0]) == ["a", "z"] and out["opts"][1] == 3
