@@ -99,9 +99,10 @@ class TripletLoss(nn.Module):
     ``margin`` > 0: mean over the batch of ``relu(d_ap - d_an + margin)`` (hinge, the
     strong baseline uses 0.3). ``margin=None``: soft margin, mean of
     ``softplus(d_ap - d_an)``. ``normalize_feature=True`` L2-normalises the features
-    first. ``forward(features, labels)`` returns the scalar loss. ``check_batch`` is passed to :func:`hard_example_mining` as ``check``: turn it off in
-    a CUDA loop whose sampler guarantees P >= 2 and K >= 2, to save one device
-    synchronisation per step (a bad batch then gives a NaN loss instead of an error).
+    first. ``forward(features, labels)`` returns the scalar loss. ``check_batch`` is passed
+    to :func:`hard_example_mining` as ``check``: turn it off in a CUDA loop whose sampler
+    guarantees P >= 2 and K >= 2, to save one device synchronisation per step (a bad batch
+    then gives a NaN loss instead of an error).
     """
 
     def __init__(self, margin: float | None = 0.3, normalize_feature: bool = False, check_batch: bool = True) -> None:

@@ -97,8 +97,8 @@ def prepare_dataset(
     options = check_dataset_config(name, cfg)
     root, extra = dataset_root(name, cfg, Path(work_dir), workers)
     manifest = read_dataset(
-        cfg["reader"], root, verify_images=bool(cfg.get("verify_images", False)), drop_bad=bool(cfg.get("drop_bad", False)),
-        **options, **extra,
+        cfg["reader"], root, verify_images=bool(cfg.get("verify_images", False)),
+        drop_bad=bool(cfg.get("drop_bad", False)), **options, **extra,
     )
     log_summary(manifest, log, name)
     write_manifest(manifest, manifest_path)

@@ -186,8 +186,8 @@ def train_stage(spec: StageSpec, epoch_budget: int | None = None) -> pd.DataFram
 
     Writes ``model.pt``, ``history.csv`` and TensorBoard events (``tb/``) under `spec.out_dir`.
     `epoch_budget` stops after that many epochs in this call, as a killed job would stop,
-    and the next call resumes (how the tests check resuming). Returns the history (None when stopped early, and on ranks other
-    than 0 of a torchrun job).
+    and the next call resumes (how the tests check resuming). Returns the history (None
+    when stopped early, and on ranks other than 0 of a torchrun job).
     """
     stage, out_dir = spec.stage, Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,9 +285,9 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
 
     fingerprint = _fingerprint(spec)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    # Left by an attempt killed while writing (the stage is their only writer).
-    for stale in (*remove_stale_temporaries(ckpt_path), *remove_stale_temporaries(out_dir / "model.pt")):
-        log.info("%s: removed %s, left by an earlier attempt", spec.name, stale)
+    if ctx.is_main:  # the one writer of both: what an attempt killed while writing left goes
+        for stale in (*remove_stale_temporaries(ckpt_path), *remove_stale_temporaries(out_dir / "model.pt")):
+            log.info("%s: removed %s, left by an earlier attempt", spec.name, stale)
     start_epoch = 0
     ckpt = None
     if ckpt_path.is_file():
