@@ -110,6 +110,7 @@ def test_a_terminated_workflow_step_leaves_no_temporary(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 128 + 15, proc.stderr[-2000:]
+    assert "rule demo stopped (exit status 143)" in proc.stderr  # the log says why it ended
     assert list(tmp_path.iterdir()) == []
 
 

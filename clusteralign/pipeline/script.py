@@ -56,3 +56,7 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
     except Exception:
         log.exception("rule %s failed", smk.rule)
         raise
+    except SystemExit as stop:
+        # Else a job stopped by its time limit or a cancel ends its log without a word.
+        log.error("rule %s stopped (exit status %s), e.g. by SIGTERM from SLURM or Snakemake", smk.rule, stop.code)
+        raise

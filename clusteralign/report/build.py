@@ -33,7 +33,7 @@ def build_report(
             raise ArtifactError(f"report input {key!r}: expected '<experiment>/<stage>/<file>'")
         stage_dirs.setdefault(parts[0], {})[parts[1]] = Path(path).parent
     experiments: list[ExperimentArtifacts] = []
-    figures = {}
+    figures: dict[str, dict[str, Path]] = {}
     figure_root = Path(html_path).parent / "report"
     for description in descriptions:
         name = description["name"]
