@@ -7,6 +7,9 @@
 # STAGE1_EPOCHS=N trains that many epochs of the Market-size stage 1 instead of what the
 # budget allows, e.g. all 120 after only the CUDA tests:
 #   STAGE1_EPOCHS=120 bash benchmarks/gpu_check.sh 560 "$OUT" 'device|ranker|cuda tests|stage 1'
+# STAGE1_OVERLAY=FILE merges a config overlay over the Market-size preset, e.g. the fast one:
+#   STAGE1_EPOCHS=120 STAGE1_OVERLAY=configs/synthetic_market_size_fast.yaml bash benchmarks/gpu_check.sh 560 "$OUT" \
+#     'device|ranker|stage 1'
 # (On a GPU machine without the project's venv, build the ranker first: that step does.)
 # Uses the python3 on the PATH (with torch, torchvision, pandas, pyyaml, cython, pytest) and this
 # checkout on PYTHONPATH; nothing is installed. Output: OUTPUT_DIR/gpu_check.log and history.csv.
@@ -67,8 +70,9 @@ EPOCHS=${STAGE1_EPOCHS:-$(python3 -c "import sys; ips=float(sys.argv[1] or 0); t
 print(max(3, min(120, int(t*ips/12936))))" "${IPS:-0}" "$(left)")}
 # A fixed epoch count may use all the time left; else a fifth is kept for the steps after it.
 LIMIT=$(( ${STAGE1_EPOCHS:-0} ? $(left) - 10 : $(left) * 8 / 10 ))
-step "stage 1, Market-size, $EPOCHS epochs" "$LIMIT" python3 benchmarks/stage1_time.py \
-  configs/synthetic_market_size.yaml --epochs "$EPOCHS" --workers "$(nproc)" --work-dir /tmp/stage1_time
+step "stage 1, Market-size${STAGE1_OVERLAY:+ + $STAGE1_OVERLAY}, $EPOCHS epochs" "$LIMIT" python3 \
+  benchmarks/stage1_time.py configs/synthetic_market_size.yaml ${STAGE1_OVERLAY:+"$STAGE1_OVERLAY"} \
+  --epochs "$EPOCHS" --workers "$(nproc)" --work-dir /tmp/stage1_time
 cp /tmp/stage1_time/*/stage1/history.csv "$OUT_DIR/" 2>/dev/null
 
 step "train throughput, batch 256, CUDA graph + compile" 200 python3 benchmarks/train_throughput.py "${R50[@]}" \

@@ -6,6 +6,11 @@ epochs and validation passes (from history.csv), and the rest (decoding, set-up,
 
     python benchmarks/stage1_time.py configs/synthetic_market_size.yaml --workers 16
 
+Several config files merge in order, as Snakemake merges its `--configfile`s; the "fast"
+preset is such an overlay:
+
+    python benchmarks/stage1_time.py configs/synthetic_market_size.yaml configs/synthetic_market_size_fast.yaml
+
 `--epochs N` trains N epochs instead of the configured number (the learning-rate schedule is
 shortened with it, which does not change the cost of an epoch) and also prints the projection
 to the configured number: the first epoch (with its warm-up and compiling) plus the later ones'
@@ -38,7 +43,8 @@ from bench_args import positive_int, read_workflow_config
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", type=Path, help="a workflow config file (e.g. configs/synthetic_market_size.yaml)")
+    p.add_argument("config", type=Path, nargs="+",
+                   help="workflow config files, merged in order (e.g. configs/synthetic_market_size.yaml)")
     p.add_argument("--experiment", help="experiment name (default: the config's only experiment)")
     p.add_argument("--epochs", type=positive_int, help="train this many epochs instead of the configured number")
     p.add_argument("--work-dir", type=Path, default=Path("results/benchmarks/stage1_time"))
@@ -48,11 +54,14 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    config = read_workflow_config(p, args.config)
+    config: dict = {}
+    for path in args.config:
+        config = deep_merge(config, read_workflow_config(p, path))
     names = list(config.get("experiments") or {})
     name = args.experiment or (names[0] if len(names) == 1 else None)
     if name not in names:
-        raise ConfigError(f"{args.config}: give --experiment, one of {', '.join(names) or '(none)'}")
+        sources = " + ".join(map(str, args.config))
+        raise ConfigError(f"{sources}: give --experiment, one of {', '.join(names) or '(none)'}")
     for override in args.overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
@@ -91,7 +100,7 @@ def main() -> None:
     print()
     print(f"device              {device}")
     print(f"experiment          {name}: {exp.model.family}/{exp.model.backbone}, {n_train} training images, "
-          f"batch {stage.num_identities}x{stage.num_instances}, input {stage.augment.height}x{stage.augment.width}, "
+          f"batch {stage.num_identities}x{stage.num_instances}, lr {stage.optimizer.lr:g}, input {stage.augment.height}x{stage.augment.width}, "
           f"amp {stage.amp}, channels_last {stage.channels_last}, compile {stage.compile}, "
           f"cuda_graph {stage.cuda_graph}, deterministic {stage.deterministic}")
     print(f"prepare dataset     {t_prepare:8.1f} s")

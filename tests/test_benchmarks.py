@@ -71,10 +71,13 @@ def test_extract_speed_prints_images_per_second():
 
 @pytest.mark.slow
 def test_stage1_time_runs_the_stage_and_projects_the_configured_epochs(tmp_path):
-    out = run_benchmark("stage1_time.py", str(ROOT / "tests/config/tiny.yaml"), "--epochs", "2", "--workers", "1",
-                        "--work-dir", str(tmp_path), "--set", "epochs=5", "--set", "num_identities=3",
+    # A second config file merges over the first, as the "fast" preset does.
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("experiments: {tiny: {stage1: {num_identities: 3, optimizer: {lr: 0.002}}}}\n")
+    out = run_benchmark("stage1_time.py", str(ROOT / "tests/config/tiny.yaml"), str(overlay), "--epochs", "2",
+                        "--workers", "1", "--work-dir", str(tmp_path), "--set", "epochs=5",
                         "--set", "augment.height=32", "--set", "augment.width=16")
-    assert "batch 3x2, input 32x16" in out, out
+    assert "batch 3x2, lr 0.002, input 32x16" in out, out
     assert re.search(r"stage 1 +[\d.]+ s for 2 epochs", out), out
     projected = re.search(r"projected +[\d.]+ s for the configured 5 epochs: training ([\d.]+) s", out)
     assert projected, out

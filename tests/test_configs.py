@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from clusteralign.config import build_experiments, deep_merge
 from fixtures import make_cuhk03_raw, make_dukemtmc, make_market1501, zip_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,18 +42,42 @@ FIXTURES = {"market1501.yaml": fixture_market, "dukemtmc.yaml": fixture_duke, "c
 # Generated datasets need no fixture; preparing the Market-size one takes minutes, so it is
 # only planned here (the generator is tested in test_synthetic.py).
 GENERATED = ["synthetic_market_size.yaml"]
+# Overlays, given after the config they change.
+OVERLAYS = {"synthetic_market_size_fast.yaml": "synthetic_market_size.yaml"}
 
 
-def snakemake(work: Path, configfile: Path, *args: str) -> str:
+def snakemake(work: Path, configfile: Path | list[Path], *args: str) -> str:
+    files = [str(f) for f in (configfile if isinstance(configfile, list) else [configfile])]
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(configfile), "--cores", "2", *args]
+           "--configfile", *files, "--cores", "2", *args]
     result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def test_every_example_config_is_covered():
-    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == sorted([*FIXTURES, *GENERATED])
+    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == sorted([*FIXTURES, *GENERATED, *OVERLAYS])
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_changes_only_what_it_names(overlay, tmp_path):
+    base, top = ROOT / "configs" / OVERLAYS[overlay], ROOT / "configs" / overlay
+    merged = deep_merge(yaml.safe_load(base.read_text()), yaml.safe_load(top.read_text()))
+    before = build_experiments(yaml.safe_load(base.read_text()))
+    after = build_experiments(merged)
+    assert before.keys() == after.keys()  # it names experiments of its base, adding none
+    for name, exp in after.items():
+        assert exp != before[name]
+        assert exp.stage2 == before[name].stage2 and exp.model == before[name].model
+    if overlay == "synthetic_market_size_fast.yaml":
+        stage, reference = after["synthetic_market_size_resnet50"].stage1, before["synthetic_market_size_resnet50"].stage1
+        assert (stage.num_identities, stage.num_instances) == (64, reference.num_instances)
+        assert stage.optimizer.lr == 2 * reference.optimizer.lr  # square-root rule for a 4x batch
+        assert stage.epochs == reference.epochs and stage.schedule == reference.schedule
+    # Snakemake merges the two the same way, and the schema accepts the result.
+    plan = snakemake(tmp_path, [base, top], "-n")
+    for experiment in after:
+        assert f"results/{experiment}/stage1/model.pt" in plan
 
 
 @pytest.mark.parametrize("name", GENERATED)
