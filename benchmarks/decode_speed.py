@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from clusteralign.data.images import load_images
+from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.pipeline.prepare import prepare_dataset
 
 from bench_args import non_negative_int, positive_int, read_workflow_config
@@ -43,8 +44,8 @@ def main() -> None:
     if name not in datasets:
         p.error(f"{args.config} has no dataset {name!r}; it has {', '.join(datasets)}")
     work = args.work_dir / name
-    manifest = prepare_dataset(name, datasets[name], work / "dataset", work / "manifest.csv",
-                               workers=args.prepare_workers)
+    manifest = prepare_dataset(DatasetConfig.from_mapping(name, datasets[name]), work / "dataset",
+                               work / "manifest.csv", workers=args.prepare_workers)
     paths = manifest["path"].tolist()
     size = (args.height, args.width)
     load_images(paths, size, num_workers=max(args.workers))  # warm the page cache: time decoding, not the disk

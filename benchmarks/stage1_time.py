@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from clusteralign.config import ConfigError, build_experiments, deep_merge
+from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.pipeline.prepare import prepare_dataset
 from clusteralign.train.trainer import StageSpec, train_stage
 
@@ -79,8 +80,8 @@ def main() -> None:
 
     work = args.work_dir / name
     t0 = time.perf_counter()
-    manifest = prepare_dataset(exp.dataset, config["datasets"][exp.dataset], work / "dataset", work / "manifest.csv",
-                               workers=args.workers)
+    dataset = DatasetConfig.from_mapping(exp.dataset, config["datasets"][exp.dataset])
+    manifest = prepare_dataset(dataset, work / "dataset", work / "manifest.csv", workers=args.workers)
     t_prepare = time.perf_counter() - t0
 
     out = work / "stage1"

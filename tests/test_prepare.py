@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from clusteralign.config import ConfigError
-from clusteralign.pipeline.prepare import check_dataset_config, prepare_dataset
+from clusteralign.data.dataset_config import DatasetConfig
+from clusteralign.data.errors import SourceConfigError
+from clusteralign.data.synthetic import SyntheticSpec
+from clusteralign.pipeline.prepare import prepare_dataset
 
 GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
 
@@ -27,22 +30,44 @@ GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
      "datasets.d.drop_bad: needs `verify_images: true`"),
     ({"reader": "market", "source": {"path": "m"}}, "datasets.d.reader: unknown reader 'market'"),
     ({"reader": "market1501", "path": "m"}, "datasets.d: unknown key(s) path"),
+    ({"reader": "market1501"}, "datasets.d: give either `generate:` (synthetic) or `source:`"),
+    ({"reader": "synthetic", "generate": GENERATE, "source": {"path": "m"}}, "not both"),
+    ({"reader": "market1501", "source": {"path": "m"}, "verify_images": "no"},
+     "datasets.d.verify_images: expected true or false, got 'no'"),
+    ({"reader": "synthetic", "generate": {**GENERATE, "num_train_idz": 3}},
+     "datasets.d.generate: Unknown synthetic dataset setting(s) 'num_train_idz'"),
+    ({"reader": "synthetic", "generate": {**GENERATE, "num_train_ids": 0}}, "datasets.d.generate: "),
+    ({"reader": "synthetic", "generate": ["seed"]}, "datasets.d.generate: expected a mapping"),
 ])
 def test_bad_entries_name_the_key(cfg, message):
     with pytest.raises(ConfigError) as err:
-        check_dataset_config("d", cfg)
+        DatasetConfig.from_mapping("d", cfg)
     assert message in str(err.value)
 
 
-def test_good_entries_pass_with_their_options():
-    assert check_dataset_config("d", {"reader": "synthetic", "generate": GENERATE}) == {}
-    assert check_dataset_config("d", {"reader": "synthetic", "source": {"path": "s"},
-                                      "reader_options": {"num_cameras": 6}}) == {"num_cameras": 6}
-    assert check_dataset_config("d", {"reader": "cuhk03_raw_labeled", "source": {"path": "c"}, "verify_images": True,
-                                      "drop_bad": True, "reader_options": {"protocol_dir": "p"}}) == {"protocol_dir": "p"}
+def test_a_bad_source_names_its_key():
+    with pytest.raises(SourceConfigError, match=r"datasets\.d\.source: unknown key\(s\) folder"):
+        DatasetConfig.from_mapping("d", {"reader": "market1501", "source": {"folder": "m"}})
 
 
-def test_nothing_is_rendered_for_a_bad_entry(tmp_path):
-    with pytest.raises(ConfigError, match="generate"):
-        prepare_dataset("d", {"reader": "market1501", "generate": GENERATE}, tmp_path / "work", tmp_path / "m.csv")
+def test_good_entries_are_typed_with_their_reader_arguments():
+    generated = DatasetConfig.from_mapping("d", {"reader": "synthetic", "generate": GENERATE})
+    assert generated.generate == SyntheticSpec(**GENERATE) and generated.source is None
+    # A generated set fixes the reader's camera count.
+    assert generated.reader_arguments() == {"verify_images": False, "drop_bad": False,
+                                            "num_cameras": generated.generate.num_cameras}
+    folder = DatasetConfig.from_mapping("d", {"reader": "synthetic", "source": {"path": "s"},
+                                              "reader_options": {"num_cameras": 6}})
+    assert folder.source.kind == "path" and folder.reader_arguments()["num_cameras"] == 6
+    cuhk = DatasetConfig.from_mapping("d", {"reader": "cuhk03_raw_labeled", "source": {"path": "c"},
+                                            "verify_images": True, "drop_bad": True,
+                                            "reader_options": {"protocol_dir": "p"}})
+    assert cuhk.reader_arguments() == {"protocol_dir": "p", "verify_images": True, "drop_bad": True}
+
+
+def test_a_missing_source_folder_is_named_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dataset = DatasetConfig.from_mapping("d", {"reader": "market1501", "source": {"path": "absent"}})
+    with pytest.raises(FileNotFoundError, match=r"datasets\.d\.source\.path: dataset folder absent does not exist"):
+        prepare_dataset(dataset, tmp_path / "work", tmp_path / "m.csv")
     assert not (tmp_path / "work").exists() and not (tmp_path / "m.csv").exists()

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.pipeline.prepare import prepare_dataset
 from clusteralign.pipeline.script import workflow_step
 
@@ -7,8 +8,7 @@ from clusteralign.pipeline.script import workflow_step
 if __name__ == "__main__":
     with workflow_step(snakemake):
         prepare_dataset(
-            snakemake.wildcards.dataset,
-            snakemake.params.dataset,
+            DatasetConfig.from_mapping(snakemake.wildcards.dataset, snakemake.params.dataset),
             Path(snakemake.params.work_dir),
             Path(snakemake.output.manifest),
             workers=snakemake.threads,

@@ -1,0 +1,98 @@
+"""A `datasets:` entry of the workflow config, checked and typed before any work."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ConfigError
+from .obtain import DatasetSource
+from .readers import READERS
+from .synthetic import SyntheticSpec, SyntheticSpecError
+
+_KEYS = ("reader", "generate", "source", "reader_options", "verify_images", "drop_bad")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset: its reader, and either a synthetic spec to render or a source to obtain."""
+
+    name: str
+    reader: str
+    generate: SyntheticSpec | None = None
+    source: DatasetSource | None = None
+    # Keyword arguments of the reader beyond the dataset's own keys (e.g. MSMT17's combine_val).
+    reader_options: Mapping[str, Any] = field(default_factory=dict)
+    verify_images: bool = False
+    drop_bad: bool = False
+
+    @classmethod
+    def from_mapping(cls, name: str, cfg: Any) -> DatasetConfig:
+        """Check `datasets.<name>` of a workflow config; errors name the key and what was expected."""
+        key = f"datasets.{name}"
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {cfg!r}")
+        unknown = sorted(set(cfg) - set(_KEYS))
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
+        reader = cfg.get("reader")
+        if reader not in READERS:
+            raise ConfigError(f"{key}.reader: unknown reader {reader!r}; known: {', '.join(sorted(READERS))}")
+        flags = {}
+        for flag in ("verify_images", "drop_bad"):
+            value = cfg.get(flag, False)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}.{flag}: expected true or false, got {value!r}")
+            flags[flag] = value
+        if flags["drop_bad"] and not flags["verify_images"]:
+            raise ConfigError(f"{key}.drop_bad: needs `verify_images: true` (only verified images are found unreadable)")
+
+        generate = source = None
+        if "generate" in cfg and "source" in cfg:
+            raise ConfigError(f"{key}: give `generate:` (a synthetic set) or `source:` (path, archive or url), not both")
+        if "generate" in cfg:
+            if reader != "synthetic":
+                raise ConfigError(f"{key}: `generate:` renders a synthetic set, read by reader synthetic, not {reader!r}")
+            raw = cfg["generate"] or {}
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"{key}.generate: expected a mapping of synthetic settings, got {raw!r}")
+            try:
+                generate = SyntheticSpec.from_dict(raw)
+            except (SyntheticSpecError, TypeError) as err:
+                raise ConfigError(f"{key}.generate: {err}") from None
+        elif "source" in cfg:
+            source = DatasetSource.from_mapping(cfg["source"], f"{key}.source")
+        else:
+            raise ConfigError(f"{key}: give either `generate:` (synthetic) or `source:` (path, archive or url)")
+
+        options = cfg.get("reader_options") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{key}.reader_options: expected a mapping, got {options!r}")
+        _check_reader_options(key, reader, options, generated=generate is not None)
+        return cls(name=name, reader=reader, generate=generate, source=source, reader_options=dict(options), **flags)
+
+    def reader_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of the reader: the options, the image checks and what a generated set fixes."""
+        extra = {"num_cameras": self.generate.num_cameras} if self.generate is not None else {}
+        return {**self.reader_options, "verify_images": self.verify_images, "drop_bad": self.drop_bad, **extra}
+
+
+def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], generated: bool) -> None:
+    # The dataset's own keys, and what a generated set supplies, are not reader options.
+    params = list(inspect.signature(READERS[reader]).parameters.values())[1:]
+    given_elsewhere = {"verify_images", "drop_bad"} | ({"num_cameras"} if generated else set())
+    accepted = [p.name for p in params if p.name not in given_elsewhere]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{key}.reader_options: unknown option(s) {', '.join(unknown)}; reader {reader} accepts "
+            f"{', '.join(accepted) or 'none'}"
+            + ("; verify_images and drop_bad are keys of the dataset itself" if given_elsewhere & set(unknown) else "")
+        )
+    missing = [p.name for p in params if p.name in accepted and p.name not in options
+               and p.default is inspect.Parameter.empty]
+    if missing:
+        raise ConfigError(f"{key}.reader_options: reader {reader} needs {', '.join(missing)} here"
+                          + (" (or a `generate:` section)" if reader == "synthetic" else ""))
