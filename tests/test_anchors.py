@@ -1,4 +1,4 @@
-"""The anchor dictionary: per-identity means, their momentum update, and their diagnostics."""
+"""The anchor dictionary: per-identity means, their momentum update, their diagnostics, their loss terms."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from clusteralign.config import ConfigError, LossConfig, from_dict
+from clusteralign.models.output import ReIDOutput
 from clusteralign.train.anchors import compute_anchors, diagnostics, momentum_update
+from clusteralign.train.objective import Objective
 
 FEATS = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0], [10.0, 10.0]])
 LABELS = torch.tensor([0, 0, 1, 2])
@@ -42,3 +44,20 @@ def test_a_margin_needs_the_ranking_anchor_loss():
     with pytest.raises(ConfigError, match="loss.anchor_margin: applies to anchor_kind intra_inter only, not 'mse'"):
         from_dict(LossConfig, {"anchor_margin": 0.5}, "loss")
     assert from_dict(LossConfig, {"anchor_margin": 0.5, "anchor_kind": "intra_inter"}).anchor_margin == 0.5
+
+
+def test_a_multi_branch_model_has_one_anchor_term_per_branch():
+    # DESIGN: the anchor loss applies per branch feature (MGN), summed like the branches'
+    # cross-entropy terms. Branch 1 is 2-d, branch 2 1-d; the anchors are concatenated means.
+    objective = Objective(LossConfig(ce_weight=0, triplet_weight=0, anchor_weight=1.0), num_classes=2, feat_dim=3)
+    out = ReIDOutput(features=[], embeddings=[torch.tensor([[1.0, 0.0], [2.0, 2.0]]), torch.tensor([[3.0], [4.0]])],
+                     logits=[torch.zeros(2, 2)])
+    anchors = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 4.0]])
+    terms = objective(out, torch.tensor([0, 1]), anchors)
+    # Branch 1: mean of (1, 0, 0, 0) squared = 0.25; branch 2: mean of (3, 0) squared = 4.5.
+    # The concatenated feature's MSE would be 10 / 6.
+    assert terms["anchor"].item() == pytest.approx(0.25 + 4.5)
+    assert terms["total"].item() == pytest.approx(4.75)
+    # A single-branch model keeps the plain form.
+    single = ReIDOutput(features=[], embeddings=[torch.tensor([[1.0, 0.0, 3.0]])], logits=[torch.zeros(1, 2)])
+    assert objective(single, torch.tensor([0]), anchors)["anchor"].item() == pytest.approx(10 / 3)

@@ -29,7 +29,8 @@ def compute_distance_matrix(
     Work is split into blocks of query rows so that no intermediate exceeds about
     ``max_block_bytes`` (at least one row at a time), whatever the problem size. Inputs may live on
     the CPU or a CUDA device (both on the same one); the result is always a CPU NumPy array.
-    Half-precision inputs are computed in float32, float64 inputs in float64.
+    Half-precision inputs are computed in float32, float64 inputs in float64, and either result
+    is stored as float32.
     """
     if metric not in METRICS:
         raise ValueError(

@@ -3,8 +3,10 @@
 Protocol (Market-1501's, as open-reid and torchreid evaluate it): for every query, gallery
 entries with the same pid *and* the same camid are removed, gallery junk (pid ``-1``) is always
 removed, distractors (pid ``0``) stay in the ranking but never match (no query may carry pid
-``0``), and equal distances keep gallery order, as a stable sort would. Queries left without any
-true match are skipped and counted.
+``0``), and equal distances keep gallery order, as a stable sort would (torchreid's unstable
+argsort may order ties differently). AP is the mean precision at each true match, without
+interpolation, as torchreid and fast-reid compute it (Market-1501's MATLAB code interpolates).
+Queries left without any true match are skipped and counted.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ def extract_features(
                 out = model(x)
             emb = out.embedding().float()
             if flip:
+                # Averaged before the distance's L2 normalisation, as layumi's and fast-reid's
+                # evaluations do (each view normalised first would weigh them equally instead).
                 emb = (emb[:n] + emb[n:]) / 2
             feats.append(emb)
             if labels is not None:

@@ -17,8 +17,10 @@ from .distributed import DistContext, all_gather_no_grad, all_gather_with_grad
 class Objective(nn.Module):
     """Cross-entropy, triplet, centre and anchor terms, each switched on by a non-zero weight.
 
-    Multi-branch models contribute one term per branch, summed (as MGN's reference does).
-    The anchor term compares the concatenated embedding with the identity's anchor.
+    Multi-branch models contribute one term per branch, summed (as MGN's reference does),
+    the anchor term too: each branch's embedding against that branch's part of the identity's
+    anchor (anchors are means of the concatenated test feature, so a part of one is the mean
+    of that branch's embeddings).
     In a torchrun job the triplet loss mines over the batches of all ranks, as one process
     with the whole batch would; the other terms are per-sample means, which DDP's gradient
     averaging already makes global.
@@ -61,7 +63,8 @@ class Objective(nn.Module):
         if self.anchor is not None:
             if anchors is None:
                 raise RuntimeError("the anchor loss is on but no anchors were given")
-            terms["anchor"] = self.anchor(out.embedding().float(), labels, anchors)
+            parts = anchors.split([e.shape[1] for e in out.embeddings], dim=1)
+            terms["anchor"] = sum(self.anchor(e.float(), labels, a) for e, a in zip(out.embeddings, parts, strict=True))
             total = total + cfg.anchor_weight * terms["anchor"]
         for name, value in out.aux_losses.items():
             terms[name] = value.float()
