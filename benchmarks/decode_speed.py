@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from clusteralign.data.images import load_images
 from clusteralign.data.dataset_config import DatasetConfig
+from clusteralign.data.images import load_images
 from clusteralign.pipeline.prepare import prepare_dataset
 
 from bench_args import non_negative_int, positive_int, read_workflow_config

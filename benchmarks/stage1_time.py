@@ -2,7 +2,8 @@
 
 Runs the same package calls as the workflow's `prepare_dataset` and `train_stage1` rules, without
 Snakemake, and prints where the time went: preparing the images, then stage 1's training
-epochs and validation passes (from history.csv), and the rest (decoding, set-up, checkpoints). Example, the Market-size preset on a GPU:
+epochs and validation passes (from history.csv), and the rest (decoding, set-up, checkpoints).
+Example, the Market-size preset on a GPU:
 
     python benchmarks/stage1_time.py configs/synthetic_market_size.yaml --workers 16
 
@@ -101,7 +102,8 @@ def main() -> None:
     print()
     print(f"device              {device}")
     print(f"experiment          {name}: {exp.model.family}/{exp.model.backbone}, {n_train} training images, "
-          f"batch {stage.num_identities}x{stage.num_instances}, lr {stage.optimizer.lr:g}, input {stage.augment.height}x{stage.augment.width}, "
+          f"batch {stage.num_identities}x{stage.num_instances}, lr {stage.optimizer.lr:g}, "
+          f"input {stage.augment.height}x{stage.augment.width}, "
           f"amp {stage.amp}, channels_last {stage.channels_last}, compile {stage.compile}, "
           f"cuda_graph {stage.cuda_graph}, deterministic {stage.deterministic}")
     print(f"prepare dataset     {t_prepare:8.1f} s")

@@ -2,10 +2,10 @@
 
 Every setting a stage reads is a field here with the paper's value as its default, so a
 config file only states what differs; one exception: `pretrained` defaults to "none", since
-ImageNet weights are a file the user provides (the paper's configs under configs/ set it). `from_dict` rejects unknown keys, wrong types and
-values out of a field's range with the dotted key path, e.g.
-``experiments.market.stage1.optimizer.lr``. The ranges are declared once, on the fields
-(`bounded`), and the generated JSON schema states them too.
+ImageNet weights are a file the user provides (the paper's configs under configs/ set it).
+`from_dict` rejects unknown keys, wrong types and values out of a field's range with the
+dotted key path, e.g. ``experiments.market.stage1.optimizer.lr``. The ranges are declared
+once, on the fields (`bounded`), and the generated JSON schema states them too.
 """
 
 from __future__ import annotations

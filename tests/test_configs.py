@@ -70,7 +70,8 @@ def test_overlay_changes_only_what_it_names(overlay, tmp_path):
         assert exp != before[name]
         assert exp.stage2 == before[name].stage2 and exp.model == before[name].model
     if overlay == "synthetic_market_size_fast.yaml":
-        stage, reference = after["synthetic_market_size_resnet50"].stage1, before["synthetic_market_size_resnet50"].stage1
+        name = "synthetic_market_size_resnet50"
+        stage, reference = after[name].stage1, before[name].stage1
         assert (stage.num_identities, stage.num_instances) == (64, reference.num_instances)
         assert stage.optimizer.lr == 2 * reference.optimizer.lr  # square-root rule for a 4x batch
         assert stage.epochs == reference.epochs and stage.schedule == reference.schedule

@@ -47,14 +47,17 @@ class DatasetConfig:
                 raise ConfigError(f"{key}.{flag}: expected true or false, got {value!r}")
             flags[flag] = value
         if flags["drop_bad"] and not flags["verify_images"]:
-            raise ConfigError(f"{key}.drop_bad: needs `verify_images: true` (only verified images are found unreadable)")
+            raise ConfigError(
+                f"{key}.drop_bad: needs `verify_images: true` (only verified images are found unreadable)")
 
         generate = source = None
         if "generate" in cfg and "source" in cfg:
-            raise ConfigError(f"{key}: give `generate:` (a synthetic set) or `source:` (path, archive or url), not both")
+            raise ConfigError(
+                f"{key}: give `generate:` (a synthetic set) or `source:` (path, archive or url), not both")
         if "generate" in cfg:
             if reader != "synthetic":
-                raise ConfigError(f"{key}: `generate:` renders a synthetic set, read by reader synthetic, not {reader!r}")
+                raise ConfigError(
+                    f"{key}: `generate:` renders a synthetic set, read by reader synthetic, not {reader!r}")
             raw = cfg["generate"] or {}
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"{key}.generate: expected a mapping of synthetic settings, got {raw!r}")
