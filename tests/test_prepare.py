@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clusteralign.config import ConfigError
 from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.data.errors import SourceConfigError
+from clusteralign.data.obtain import DatasetSource
 from clusteralign.data.synthetic import SyntheticSpec
 from clusteralign.pipeline.prepare import prepare_dataset
 
@@ -63,6 +66,13 @@ def test_good_entries_are_typed_with_their_reader_arguments():
                                             "verify_images": True, "drop_bad": True,
                                             "reader_options": {"protocol_dir": "p"}})
     assert cuhk.reader_arguments() == {"protocol_dir": "p", "verify_images": True, "drop_bad": True}
+
+
+def test_an_entry_built_in_code_needs_exactly_one_of_generate_and_source():
+    with pytest.raises(ValueError, match="dataset d: needs exactly one of generate and source"):
+        DatasetConfig("d", "market1501")
+    with pytest.raises(ValueError, match="exactly one"):
+        DatasetConfig("d", "synthetic", generate=SyntheticSpec(**GENERATE), source=DatasetSource(path=Path("s")))
 
 
 def test_a_missing_source_folder_is_named_before_any_work(tmp_path, monkeypatch):

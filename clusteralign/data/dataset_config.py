@@ -28,6 +28,11 @@ class DatasetConfig:
     verify_images: bool = False
     drop_bad: bool = False
 
+    def __post_init__(self) -> None:
+        # Also for an entry built in code, not by from_mapping: the steps rely on exactly one.
+        if (self.generate is None) == (self.source is None):
+            raise ValueError(f"dataset {self.name}: needs exactly one of generate and source")
+
     @classmethod
     def from_mapping(cls, name: str, cfg: Any) -> DatasetConfig:
         """Check `datasets.<name>` of a workflow config; errors name the key and what was expected."""

@@ -29,7 +29,6 @@ def dataset_root(dataset: DatasetConfig, work_dir: Path, workers: int = 1) -> Pa
         log.info("%s: synthetic images in %s: %s", dataset.name, root, counts)
         return root
     source = dataset.source
-    assert source is not None  # DatasetConfig holds one of the two
     if source.path is not None and not Path(source.path).is_dir():
         raise FileNotFoundError(
             f"datasets.{dataset.name}.source.path: dataset folder {source.path} does not exist (relative paths are "
