@@ -12,23 +12,38 @@ from typing import Any, Iterator
 from ..io import remove_stale_temporaries
 
 
+_FORK_HOOKS_REGISTERED = False
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM raise SystemExit in this process, so that an interrupted write is cleaned up.
 
     SLURM's time limit and Snakemake's cancellation send SIGTERM. Processes forked from this
-    one (decoding workers) keep SIGTERM's default: a pool stops its workers with it, and a
-    worker unwinding instead could die holding the pool's lock and hang its siblings.
+    one (decoding workers) get SIGTERM's default back at the fork itself: a pool stops its
+    workers with SIGTERM while it holds their queue's lock, and a Python-level handler runs
+    only between bytecodes, so a SIGTERM landing just before a worker blocks on that lock was
+    never acted on, and the pool waited for the worker forever (seen in a workflow run).
     """
-    owner = os.getpid()
+    global _FORK_HOOKS_REGISTERED
 
     def handler(signum: int, frame: Any) -> None:
-        if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    if not _FORK_HOOKS_REGISTERED:
+        # Blocked across the fork, so the child cannot receive it while it still has the
+        # handler; the child unblocks it only once the default is back (a pending one then kills).
+        os.register_at_fork(
+            before=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+            after_in_parent=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}),
+            after_in_child=_default_sigterm_in_child,
+        )
+        _FORK_HOOKS_REGISTERED = True
+
+
+def _default_sigterm_in_child() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 @contextmanager
