@@ -85,15 +85,6 @@ def report_inputs(wildcards):
     return files
 
 
-FIGURES = ("learning_curves", "cmc", "anchors", "retrieval_stage1", "retrieval_stage2")
-
-
-def figure_labels(path):
-    # results/report/<experiment>/<figure>.png
-    parts = path.split("/")
-    return {"experiment": parts[-2], "figure": parts[-1].removesuffix(".png")}
-
-
 def gpus(stage):
     # One GPU per data-parallel process (a training stage's `world_size`); none for a stage
     # whose `device: cpu` keeps it off the GPU, so it never holds one idle.

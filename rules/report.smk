@@ -9,15 +9,14 @@ rule report:
             labels={"file": "report (HTML)"},
         ),
         md="results/report.md",
+        # Snakemake's report evaluates labels with the job's wildcards, of which this job has
+        # none: each figure's experiment and name come from matching the patterns instead.
         figures=report(
-            expand(
-                "results/report/{experiment}/{figure}.png",
-                experiment=EXPERIMENTS,
-                figure=FIGURES,
-            ),
+            directory("results/report"),
+            patterns=["{experiment}/{figure}.png"],
             caption="../report/figures.rst",
             category="Figures",
-            labels=figure_labels,
+            labels={"experiment": "{experiment}", "figure": "{figure}"},
         ),
     log:
         "logs/report/report.log",

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from clusteralign.report.figures import FIGURE_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
 
@@ -140,6 +142,15 @@ def test_full_run_writes_the_report(finished_run):
     assert (finished_run / "logs/train_stage1/tiny.log").read_text().count("stage1 epoch") == 2
     control = pd.read_csv(finished_run / "results/tiny/stage2_control/history.csv")
     assert "loss_anchor" not in control and "loss_anchor" in pd.read_csv(finished_run / "results/tiny/stage2/history.csv")
+
+
+def test_snakemakes_own_report_labels_every_figure(finished_run, tmp_path):
+    snakemake(finished_run, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text()
+    labelled = {(m["experiment"], m["figure"]) for m in re.finditer(
+        r'"results/report/[^"]+\.png": \{[^{}]*"labels": \{"experiment": "(?P<experiment>[^"]+)", '
+        r'"figure": "(?P<figure>[^"]+)"\}', html)}
+    assert labelled == {("tiny", figure) for figure in FIGURE_KEYS}
 
 
 def test_finished_workflow_has_nothing_to_do(finished_run):
