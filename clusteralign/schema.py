@@ -64,8 +64,9 @@ def _synthetic_schema() -> dict[str, Any]:
 
 
 def config_schema() -> dict[str, Any]:
-    """The schema of config.yaml: datasets, models, experiments, report."""
+    """The schema of config.yaml: datasets, models, experiments, report, compile_cache."""
     from .data.obtain import source_schema
+    from .train.compile_cache import DEFAULT_COMPILE_CACHE
     from .data.readers import READERS
 
     source = source_schema()
@@ -123,6 +124,13 @@ def config_schema() -> dict[str, Any]:
             "experiments": {"type": "object", "minProperties": 1, "propertyNames": name,
                             "additionalProperties": experiment},
             "report": report,
+            "compile_cache": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "description": "Where torch.compile keeps compiled kernels for later jobs (default "
+                               f"{DEFAULT_COMPILE_CACHE}, relative to the working directory); null: "
+                               "TORCHINDUCTOR_CACHE_DIR if set, else torch's default in the node's /tmp.",
+            },
         },
     }
 

@@ -6,9 +6,12 @@ from clusteralign.config import (
     sorted_keys,
     to_dict,
 )
+from clusteralign.train.compile_cache import compile_cache_dir
 
 EXPERIMENTS = build_experiments(config)
 REPORT = from_dict(ReportConfig, config.get("report"), "report")
+# Checked here so that a bad value stops the plan; workflow_step applies it in every job.
+compile_cache_dir(config)
 STAGES = ("stage1", "stage2")
 
 

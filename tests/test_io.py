@@ -100,7 +100,7 @@ def test_a_terminated_workflow_step_leaves_no_temporary(tmp_path):
         from clusteralign.pipeline.script import workflow_step
 
         out = Path({str(tmp_path / "out.pt")!r})
-        smk = SimpleNamespace(log=[], rule="demo", threads=1, output=[str(out)])
+        smk = SimpleNamespace(log=[], rule="demo", threads=1, output=[str(out)], config={{}})
         with workflow_step(smk):
             assert not (out.parent / ".out.pt.old.tmp").exists()
             with atomic_path(out) as tmp:

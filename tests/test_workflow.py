@@ -112,6 +112,8 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
         # ranges: Snakemake's schema check names the key path and the bound
         (lambda c: c["experiments"]["tiny"]["stage1"].update(checkpoint_every=0), "0 is less than the minimum of 1"),
         (lambda c: c["experiments"]["tiny"].update(eval={"lambda_value": 2}), "['eval']['lambda_value']"),
+        (lambda c: c.update(compile_cache=3), "['compile_cache']"),
+        (lambda c: c.update(compile_cache=" "), "compile_cache: expected a directory path or null"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
@@ -202,8 +204,10 @@ def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
         (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 3, "report": 1, "all": 1}),
         # a report-only setting: the report
         (lambda c: c["report"].update(title="another title"), {"report": 1, "all": 1}),
+        # where compiled kernels are kept: nothing
+        (lambda c: c.update(compile_cache="elsewhere"), {}),
     ],
-    ids=["stage2", "stage1", "eval", "report"],
+    ids=["stage2", "stage1", "eval", "report", "compile_cache"],
 )
 def test_only_what_changed_reruns(finished_run, tmp_path, edit, expected):
     assert planned_jobs(_edited(finished_run, tmp_path, edit)) == Counter(expected)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..io import remove_stale_temporaries
+from ..train.compile_cache import compile_cache_dir, use_compile_cache
 
 
 _FORK_HOOKS_REGISTERED = False
@@ -48,7 +49,7 @@ def _default_sigterm_in_child() -> None:
 
 @contextmanager
 def workflow_step(smk: Any) -> Iterator[logging.Logger]:
-    """Log to the rule's log file and stderr, use the rule's thread count, record any failure."""
+    """Log to the rule's log and stderr, set its threads and compile cache, record any failure."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if smk.log:
         os.makedirs(os.path.dirname(str(smk.log[0])) or ".", exist_ok=True)
@@ -63,6 +64,8 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
         for stale in remove_stale_temporaries(output):
             log.info("removed %s, left by an earlier attempt", stale)
 
+    # Inductor reads it at its first compile; torchrun's processes inherit it.
+    use_compile_cache(compile_cache_dir(smk.config))
     import torch
 
     torch.set_num_threads(max(1, int(smk.threads)))

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -32,6 +33,7 @@ from ..io import UnreadableFileError, file_sha256, remove_stale_temporaries, tor
 from ..models import build_model
 from ..models.file import ModelFile
 from . import anchors as anchor_ops
+from . import compile_cache
 from . import distributed
 from .augment import AugmentSpec
 from .batches import augmented_batches, default_chunk
@@ -257,6 +259,8 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if stage.compile:
         step_model = torch.compile(step_model)
+        log.info("%s: torch.compile keeps its kernels in %s", spec.name,
+                 os.environ.get(compile_cache.ENV, "its default cache (/tmp/torchinductor_<user>)"))
     step = build_step(step_model, objective, optimizer, graphed=graphed, amp=amp, channels_last=stage.channels_last,
                       center_opt=center_opt, center_weight=stage.loss.center_weight, ctx=ctx)
     # Each rank augments its own images with its own random stream.
