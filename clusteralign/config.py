@@ -435,6 +435,24 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# Settings of how a stage runs that never change what it produces (tests/test_trainer.py checks
+# that weights, history and metrics are identical whatever their values). They are left out of
+# the workflow's rerun parameters and of the checkpoint's fingerprint, so changing one neither
+# retrains a stage nor restarts one that was interrupted.
+RUN_ONLY_SETTINGS = ("checkpoint_every", "augment_chunk")
+
+
+def result_settings(stage: StageConfig) -> dict[str, Any]:
+    """A stage's settings that decide its outputs: all but `RUN_ONLY_SETTINGS`, in plain form."""
+    return {k: v for k, v in to_dict(stage).items() if k not in RUN_ONLY_SETTINGS}
+
+
+def with_run_settings(settings: dict[str, Any], run_from: StageConfig, key: str) -> StageConfig:
+    """The stage of `result_settings` output `settings`, with the run-only settings of `run_from`."""
+    run_only = {k: getattr(run_from, k) for k in RUN_ONLY_SETTINGS}
+    return from_dict(StageConfig, {**settings, **run_only}, key)
+
+
 def build_experiments(config: dict[str, Any]) -> dict[str, ExperimentConfig]:
     """Every ``experiments`` entry of a workflow config, checked against its ``models`` and ``datasets``."""
     datasets = config.get("datasets") or {}

@@ -3,9 +3,11 @@ from clusteralign.config import (
     ReportConfig,
     build_experiments,
     from_dict,
+    result_settings,
     sorted_keys,
     to_dict,
 )
+from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.train.compile_cache import compile_cache_dir
 
 EXPERIMENTS = build_experiments(config)
@@ -22,8 +24,12 @@ wildcard_constraints:
 
 
 def dataset_params(wildcards):
-    # Snakemake reruns a job whose parameters differ, and a mapping's key order counts.
-    return sorted_keys(config["datasets"][wildcards.dataset])
+    # Snakemake reruns a job whose parameters differ, and a mapping's key order counts; every
+    # default is written out, so stating one explicitly reruns nothing.
+    name = wildcards.dataset
+    return sorted_keys(
+        DatasetConfig.from_mapping(name, config["datasets"][name]).to_mapping()
+    )
 
 
 def manifest_of(wildcards):
@@ -35,7 +41,11 @@ def model_params(wildcards):
 
 
 def stage_params(stage):
-    return lambda wildcards: to_dict(getattr(EXPERIMENTS[wildcards.experiment], stage))
+    # Run-only settings (checkpoint_every, augment_chunk) are left out: changing them reruns
+    # nothing; the training script takes them from the config.
+    return lambda wildcards: result_settings(
+        getattr(EXPERIMENTS[wildcards.experiment], stage)
+    )
 
 
 def section_params(section):
@@ -67,13 +77,14 @@ def inference_params(wildcards):
 
 
 def experiment_description(name):
+    # What the report shows of each experiment: the settings that decide its results.
     exp = EXPERIMENTS[name]
     return {
         "name": name,
         "dataset": exp.dataset,
         "model": to_dict(exp.model),
-        "stage1": to_dict(exp.stage1),
-        "stage2": to_dict(exp.stage2),
+        "stage1": result_settings(exp.stage1),
+        "stage2": result_settings(exp.stage2),
         "eval": to_dict(exp.eval),
         "control": exp.control,
     }

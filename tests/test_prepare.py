@@ -68,6 +68,26 @@ def test_good_entries_are_typed_with_their_reader_arguments():
     assert cuhk.reader_arguments() == {"protocol_dir": "p", "verify_images": True, "drop_bad": True}
 
 
+MD5 = "65005ab7d12ec1c44de4eeafe813e68a"
+
+
+@pytest.mark.parametrize("implicit, explicit", [
+    ({"reader": "synthetic", "generate": GENERATE},
+     {"reader": "synthetic", "generate": {**GENERATE, "seed": 0, "num_cameras": 6}, "verify_images": False}),
+    ({"reader": "msmt17", "source": {"path": "m"}},
+     {"reader": "msmt17", "source": {"path": "./m", "allow_download": False}, "drop_bad": False,
+      "reader_options": {"combine_val": True}}),
+    ({"reader": "market1501", "source": {"archive": "a.zip", "md5": MD5.upper()}},
+     {"reader": "market1501", "source": {"archive": "a.zip", "md5": MD5, "subdir": None}}),
+])
+def test_defaults_written_out_give_the_same_mapping(implicit, explicit):
+    # The workflow's rerun parameter: stating a default must not rerun the dataset.
+    mapping = DatasetConfig.from_mapping("d", implicit).to_mapping()
+    assert DatasetConfig.from_mapping("d", explicit).to_mapping() == mapping
+    assert DatasetConfig.from_mapping("d", mapping).to_mapping() == mapping
+    assert mapping != DatasetConfig.from_mapping("d", {**implicit, "verify_images": True}).to_mapping()
+
+
 def test_an_entry_built_in_code_needs_exactly_one_of_generate_and_source():
     with pytest.raises(ValueError, match="dataset d: needs exactly one of generate and source"):
         DatasetConfig("d", "market1501")

@@ -32,6 +32,10 @@ RAW = {
 }
 
 
+# Wall-clock columns of history.csv: the only ones a rerun may change.
+TIMES = ["train_seconds", "eval_seconds", "images_per_second"]
+
+
 def experiment(**stage1):
     raw = dict(RAW, stage1={**RAW["stage1"], **stage1})
     return build_experiment("tiny", raw, MODELS)
@@ -96,6 +100,20 @@ def test_resume_reaches_the_same_weights(stage1_run, tiny_dataset, tmp_path):
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
     resumed = train_stage(spec("stage1", tiny_dataset[1], tmp_path, exp))
     assert list(resumed["epoch"]) == [1, 2, 3]
+    for k, v in state(out / "model.pt").items():
+        assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
+
+
+def test_run_only_settings_change_nothing_and_resume_the_checkpoint(stage1_run, tiny_dataset, tmp_path, caplog):
+    # checkpoint_every and augment_chunk are no rerun parameters and no part of the fingerprint.
+    out, history = stage1_run
+    _, manifest = tiny_dataset
+    assert train_stage(spec("stage1", manifest, tmp_path, experiment()), epoch_budget=1) is None
+    caplog.clear()
+    with caplog.at_level("INFO", logger="clusteralign.train.trainer"):
+        resumed = train_stage(spec("stage1", manifest, tmp_path, experiment(checkpoint_every=2, augment_chunk=3)))
+    assert "resuming from" in caplog.text and " epoch 1/3" not in caplog.text
+    pd.testing.assert_frame_equal(resumed.drop(columns=TIMES), history.drop(columns=TIMES))
     for k, v in state(out / "model.pt").items():
         assert torch.equal(v, state(tmp_path / "model.pt")[k]), k
 

@@ -204,10 +204,14 @@ def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
         (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 3, "report": 1, "all": 1}),
         # a report-only setting: the report
         (lambda c: c["report"].update(title="another title"), {"report": 1, "all": 1}),
-        # where compiled kernels are kept: nothing
+        # where compiled kernels are kept, how often a stage checkpoints, how many batches it
+        # augments at once, a dataset's default written out: nothing
         (lambda c: c.update(compile_cache="elsewhere"), {}),
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(checkpoint_every=2, augment_chunk=3), {}),
+        (lambda c: c["datasets"]["synthetic"]["generate"].update(seed=0), {}),
+        (lambda c: c["datasets"]["synthetic"].update(verify_images=False), {}),
     ],
-    ids=["stage2", "stage1", "eval", "report", "compile_cache"],
+    ids=["stage2", "stage1", "eval", "report", "compile_cache", "run_only", "default_seed", "default_flag"],
 )
 def test_only_what_changed_reruns(finished_run, tmp_path, edit, expected):
     assert planned_jobs(_edited(finished_run, tmp_path, edit)) == Counter(expected)

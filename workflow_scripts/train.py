@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from clusteralign.config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, from_dict
+from clusteralign.config import EvalConfig, FeatureConfig, ModelConfig, build_experiments, from_dict, with_run_settings
 from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
 from clusteralign.train.launch import run_stage
@@ -10,12 +10,14 @@ from clusteralign.train.trainer import StageSpec
 if __name__ == "__main__":
     with workflow_step(snakemake):
         inputs, params = snakemake.input, snakemake.params
+        # Settings that change no output are not parameters (no rerun); they come from the config.
+        configured = getattr(build_experiments(snakemake.config)[snakemake.wildcards.experiment], params.stage_name)
         run_stage(
             StageSpec(
                 name=params.stage_name,
                 manifest=read_manifest(inputs.manifest),
                 model=from_dict(ModelConfig, params.model, "model"),
-                stage=from_dict(StageConfig, params.stage, params.stage_name),
+                stage=with_run_settings(params.stage, configured, params.stage_name),
                 features=from_dict(FeatureConfig, params.features, "features"),
                 validation=from_dict(EvalConfig, params.validation, "validation"),
                 out_dir=Path(snakemake.output.model).parent,

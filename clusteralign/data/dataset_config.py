@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
@@ -80,6 +82,26 @@ class DatasetConfig:
             raise ConfigError(f"{key}.reader_options: expected a mapping, got {options!r}")
         _check_reader_options(key, reader, options, generated=generate is not None)
         return cls(name=name, reader=reader, generate=generate, source=source, reader_options=dict(options), **flags)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The entry with every default written out, as `from_mapping` reads it.
+
+        Equal datasets give equal mappings whatever the config left implicit, so the workflow
+        uses this as its rerun parameter: writing out a default reruns nothing.
+        """
+        out: dict[str, Any] = {"reader": self.reader, "verify_images": self.verify_images, "drop_bad": self.drop_bad}
+        if self.generate is not None:
+            out["generate"] = self.generate.to_dict()
+        if self.source is not None:
+            out["source"] = {f.name: os.fspath(v) if isinstance(v, Path) else v
+                             for f in fields(self.source) if (v := getattr(self.source, f.name)) is not None}
+        params = list(inspect.signature(READERS[self.reader]).parameters.values())[1:]
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+                    and p.name not in ("verify_images", "drop_bad", "num_cameras" if self.generate else "")}
+        options = {**defaults, **self.reader_options}
+        if options:
+            out["reader_options"] = dict(sorted(options.items()))
+        return out
 
     def reader_arguments(self) -> dict[str, Any]:
         """Keyword arguments of the reader: the options, the image checks and what a generated set fixes."""

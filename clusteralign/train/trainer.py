@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, to_dict
+from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, result_settings, to_dict
 from ..data.manifest import train_label_pids
 from ..eval.distance import compute_distance_matrix
 from ..eval.rank import evaluate_rank
@@ -87,7 +87,8 @@ def cache_size(stage: StageConfig) -> tuple[int, int]:
 def _fingerprint(spec: StageSpec) -> str:
     """Identifies what a checkpoint was trained on, so a stale one is never resumed."""
     h = hashlib.sha256()
-    h.update(json.dumps([spec.name, to_dict(spec.model), to_dict(spec.stage)], sort_keys=True).encode())
+    # Run-only settings (checkpoint_every, augment_chunk) change nothing a checkpoint holds.
+    h.update(json.dumps([spec.name, to_dict(spec.model), result_settings(spec.stage)], sort_keys=True).encode())
     h.update(pd.util.hash_pandas_object(spec.manifest, index=False).to_numpy().tobytes())
     for path in (spec.init_model, spec.init_anchors):
         if path is not None:
