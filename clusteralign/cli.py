@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clusteralign", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="generate the synthetic dataset and evaluate a colour-histogram baseline")
-    p.add_argument("--out", type=Path, default=Path("results/datasets/synthetic"))
+    # Apart from the workflow's own results/datasets/, whose manifest a demo must not replace.
+    p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--bins", type=positive_int, default=8, help="histogram bins per colour channel")
     args = parser.parse_args(argv)

@@ -8,9 +8,12 @@ from clusteralign.cli import main
 from clusteralign.data.manifest import read_manifest
 
 
-def test_demo_writes_the_set_and_prints_the_metrics(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--bins", "4"]) == 0
-    manifest = read_manifest(tmp_path / "demo" / "manifest.csv")
+def test_demo_writes_the_set_and_prints_the_metrics(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--bins", "4"]) == 0
+    # By default beside the workflow's datasets, never in place of its manifest.
+    assert not (tmp_path / "results/datasets").exists()
+    manifest = read_manifest(tmp_path / "results/demo/manifest.csv")
     queries = (manifest["split"] == "query").sum()
     out = capsys.readouterr().out
     assert f"colour-histogram baseline on the synthetic set ({queries} queries)" in out
