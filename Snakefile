@@ -5,6 +5,8 @@
 
 from snakemake.utils import min_version, validate
 
+from clusteralign.pipeline.workflow_config import check_workflow_config
+
 min_version("9.0")
 
 
@@ -15,8 +17,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# No schema defaults are filled in: stage 2's defaults differ from stage 1's, and the
-# typed config in clusteralign.config is where every default lives.
+# The typed checks first: each error is one line naming its key, where the schema's comes
+# with the whole schema and config. No schema defaults are filled in: stage 2's defaults
+# differ from stage 1's, and the typed config in clusteralign.config holds every default.
+check_workflow_config(config)
 validate(config, "schemas/config.schema.yaml", set_default=False)
 
 

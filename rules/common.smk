@@ -8,12 +8,9 @@ from clusteralign.config import (
     to_dict,
 )
 from clusteralign.data.dataset_config import DatasetConfig
-from clusteralign.train.compile_cache import compile_cache_dir
 
 EXPERIMENTS = build_experiments(config)
 REPORT = from_dict(ReportConfig, config.get("report"), "report")
-# Checked here so that a bad value stops the plan; workflow_step applies it in every job.
-compile_cache_dir(config)
 STAGES = ("stage1", "stage2")
 
 
