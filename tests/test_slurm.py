@@ -137,6 +137,12 @@ def _accounted_jobs(workdir: Path) -> list[dict[str, str]]:
     return [record for record in records if record["WorkDir"] == str(workdir)]
 
 
+def _megabytes(text: str) -> float:
+    # sacct writes memory in the largest unit that keeps two decimals: 32000M, 62.50G.
+    value, unit = float(text[:-1]), text[-1]
+    return value * {"M": 1, "G": 1024, "T": 1024**2}[unit]
+
+
 def _rule_of(record: dict[str, str]) -> str:
     # The executor plugin submits with --comment rule_<rule>[_wildcards_<values>].
     match = re.fullmatch(r"rule_(\w+?)(_wildcards_.*)?", record["Comment"])
@@ -238,10 +244,18 @@ def test_every_job_ran_on_slurm_with_the_profile_requests(runs, cluster):
         partition = cluster["GPU_PARTITION"] if _rule_of(record) in GPU_RULES else cluster["PARTITION"]
         assert (record["Partition"], record["Account"]) == (partition, cluster["ACCOUNT"]), record
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.v8+.yaml").read_text())
+    # A job's attempt: its place among the records of the same rule and wildcards (the comment).
+    attempts: dict[str, int] = {}
+    attempt_of = {}
+    for record in sorted(records, key=lambda r: int(r["JobID"])):
+        attempts[record["Comment"]] = attempt_of[record["JobID"]] = attempts.get(record["Comment"], 0) + 1
+    assert sorted(attempt_of[r["JobID"]] for r in by_rule["train_stage1"]) == [1, 2]
     for rule, requests in profile["set-resources"].items():
         for record in by_rule[rule]:
             tres = dict(item.split("=", 1) for item in record["ReqTRES"].split(","))
-            assert tres["mem"] == f"{requests['mem_mb']}M", record
+            # "N * attempt": a retry asks for more memory.
+            per_attempt = int(re.fullmatch(r"(\d+) \* attempt", requests["mem_mb"]).group(1))
+            assert _megabytes(tres["mem"]) == per_attempt * attempt_of[record["JobID"]], record
             # GPU counts come from the rules (1; a training stage's world_size under torchrun).
             assert tres.get("gres/gpu") == ("1" if rule in GPU_RULES else None), record
             hours, minutes = divmod(requests["runtime"], 60)
