@@ -66,8 +66,8 @@ def _synthetic_schema() -> dict[str, Any]:
 def config_schema() -> dict[str, Any]:
     """The schema of config.yaml: datasets, models, experiments, report, compile_cache."""
     from .data.obtain import source_schema
-    from .train.compile_cache import DEFAULT_COMPILE_CACHE
     from .data.readers import READERS
+    from .train.compile_cache import DEFAULT_COMPILE_CACHE
 
     source = source_schema()
     dataset = {

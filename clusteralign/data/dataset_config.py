@@ -95,9 +95,8 @@ class DatasetConfig:
         if self.source is not None:
             out["source"] = {f.name: os.fspath(v) if isinstance(v, Path) else v
                              for f in fields(self.source) if (v := getattr(self.source, f.name)) is not None}
-        params = list(inspect.signature(READERS[self.reader]).parameters.values())[1:]
-        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
-                    and p.name not in ("verify_images", "drop_bad", "num_cameras" if self.generate else "")}
+        defaults = {p.name: p.default for p in _reader_options(self.reader, generated=self.generate is not None)
+                    if p.default is not inspect.Parameter.empty}
         options = {**defaults, **self.reader_options}
         if options:
             out["reader_options"] = dict(sorted(options.items()))
@@ -109,20 +108,29 @@ class DatasetConfig:
         return {**self.reader_options, "verify_images": self.verify_images, "drop_bad": self.drop_bad, **extra}
 
 
-def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], generated: bool) -> None:
+def _given_elsewhere(generated: bool) -> set[str]:
     # The dataset's own keys, and what a generated set supplies, are not reader options.
+    return {"verify_images", "drop_bad"} | ({"num_cameras"} if generated else set())
+
+
+def _reader_options(reader: str, generated: bool) -> list[inspect.Parameter]:
+    """The reader's parameters that `reader_options` may set."""
     params = list(inspect.signature(READERS[reader]).parameters.values())[1:]
-    given_elsewhere = {"verify_images", "drop_bad"} | ({"num_cameras"} if generated else set())
-    accepted = [p.name for p in params if p.name not in given_elsewhere]
+    return [p for p in params if p.name not in _given_elsewhere(generated)]
+
+
+def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], generated: bool) -> None:
+    params = _reader_options(reader, generated)
+    accepted = [p.name for p in params]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(
             f"{key}.reader_options: unknown option(s) {', '.join(unknown)}; reader {reader} accepts "
             f"{', '.join(accepted) or 'none'}"
-            + ("; verify_images and drop_bad are keys of the dataset itself" if given_elsewhere & set(unknown) else "")
+            + ("; verify_images and drop_bad are keys of the dataset itself"
+               if _given_elsewhere(generated) & set(unknown) else "")
         )
-    missing = [p.name for p in params if p.name in accepted and p.name not in options
-               and p.default is inspect.Parameter.empty]
+    missing = [p.name for p in params if p.name not in options and p.default is inspect.Parameter.empty]
     if missing:
         raise ConfigError(f"{key}.reader_options: reader {reader} needs {', '.join(missing)} here"
                           + (" (or a `generate:` section)" if reader == "synthetic" else ""))
