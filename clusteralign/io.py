@@ -11,9 +11,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -76,13 +77,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _torch():
+    # Imported on first use: the Snakefile imports the dataset entries, which import this module,
+    # and torch would add two seconds to every Snakemake start (each job's too).
+    import torch
+
+    return torch
+
+
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to `path` atomically; the same object gives the same bytes."""
     with atomic_path(path) as tmp:
         # Through a file object: given a path, torch names the archive's folder after the
         # (random) temporary file, so equal weights would give different bytes and hashes.
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            _torch().save(obj, f)
 
 
 class UnreadableFileError(ValueError):
@@ -95,7 +104,7 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return _torch().load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnreadableFileError(
             f"{path}: holds pickled Python objects (such as a whole saved model), which weights_only=True "

@@ -52,6 +52,15 @@ def test_lint_and_format_are_clean():
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+def test_planning_imports_no_torch():
+    # The Snakefile's imports run in every Snakemake start, each job's included: torch would
+    # add seconds to every one of them.
+    code = ("import sys, clusteralign.pipeline.workflow_config, clusteralign.config, clusteralign.data.dataset_config\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_committed_schema_is_generated_from_the_dataclasses():
     from clusteralign.schema import render
 

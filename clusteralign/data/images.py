@@ -16,12 +16,15 @@ import multiprocessing
 import multiprocessing.pool
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from clusteralign.data.errors import CorruptImageError, DatasetError, listing
+
+if TYPE_CHECKING:
+    import torch
 
 PathLike = str | os.PathLike[str]
 
@@ -86,6 +89,8 @@ def load_images(
     this process). Row ``i`` of the result is ``paths[i]`` whatever the number of workers. A
     missing or corrupt file raises ``CorruptImageError`` naming it.
     """
+    import torch
+
     paths = [os.fspath(p) for p in paths]
     if size is not None:
         size = _check_size(size)
@@ -121,6 +126,8 @@ def load_images(
 def _resolve_workers(num_workers: int | None) -> int:
     """The worker count asked for, by default torch's thread count (the job's threads)."""
     if num_workers is None:
+        import torch
+
         return torch.get_num_threads()
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0 (0 or 1 work in the calling process), got {num_workers}.")
