@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+# torch is imported where it is used: the Snakefile imports the dataset entries, which import
+# this module, and torch would add two seconds to every Snakemake start (each job's too).
 if TYPE_CHECKING:
     import torch
 
@@ -77,21 +79,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _torch():
-    # Imported on first use: the Snakefile imports the dataset entries, which import this module,
-    # and torch would add two seconds to every Snakemake start (each job's too).
-    import torch
-
-    return torch
-
-
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to `path` atomically; the same object gives the same bytes."""
+    import torch
+
     with atomic_path(path) as tmp:
         # Through a file object: given a path, torch names the archive's folder after the
         # (random) temporary file, so equal weights would give different bytes and hashes.
         with open(tmp, "wb") as f:
-            _torch().save(obj, f)
+            torch.save(obj, f)
 
 
 class UnreadableFileError(ValueError):
@@ -100,11 +96,13 @@ class UnreadableFileError(ValueError):
 
 def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True: checkpoints never execute pickled code."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        return _torch().load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnreadableFileError(
             f"{path}: holds pickled Python objects (such as a whole saved model), which weights_only=True "
