@@ -36,8 +36,8 @@ def use_compile_cache(directory: str | os.PathLike[str] | None) -> Path | None:
     """Keep torch.compile's on-disk caches in `directory`; None leaves torch's choice alone.
 
     Set, it replaces ``TORCHINDUCTOR_CACHE_DIR``: torch writes its default into that variable
-    when ``torch._dynamo`` is imported, so a value found there may be no one's choice. Inductor
-    creates the directory at its first compile; a job that compiles nothing leaves no trace.
+    when ``torch._dynamo`` is imported, so a value found there may be no one's choice. Torch
+    creates the directory when it first asks for it (importing ``torch._dynamo`` is enough).
     """
     if directory is None:
         return None
