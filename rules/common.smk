@@ -8,6 +8,7 @@ from clusteralign.config import (
     to_dict,
 )
 from clusteralign.data.dataset_config import DatasetConfig
+from clusteralign.pipeline.prepare import check_archive_available
 
 EXPERIMENTS = build_experiments(config)
 REPORT = from_dict(ReportConfig, config.get("report"), "report")
@@ -27,6 +28,22 @@ def dataset_params(wildcards):
     return sorted_keys(
         DatasetConfig.from_mapping(name, config["datasets"][name]).to_mapping()
     )
+
+
+def dataset_inputs(wildcards):
+    # The folders a dataset is read from: a missing one stops the plan before any job, and a
+    # newer one reruns the preparation. A missing archive stops it too, unless extracted already.
+    name = wildcards.dataset
+    entry = DatasetConfig.from_mapping(name, config["datasets"][name])
+    check_archive_available(entry)
+    return [str(path) for path in entry.local_inputs()]
+
+
+def pretrained_input(wildcards):
+    # A weights file named in `pretrained:` (not "none" or "imagenet", which is looked up in the
+    # torch cache, or downloaded, when the job runs).
+    spec = EXPERIMENTS[wildcards.experiment].model.pretrained
+    return [] if spec in ("none", "imagenet") else [spec]
 
 
 def manifest_of(wildcards):

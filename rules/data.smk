@@ -1,4 +1,6 @@
 rule prepare_dataset:
+    input:
+        dataset_inputs,
     output:
         manifest="results/datasets/{dataset}/manifest.csv",
     log:

@@ -1,6 +1,7 @@
 rule train_stage1:
     input:
         manifest=manifest_of,
+        pretrained=pretrained_input,
     output:
         model="results/{experiment}/stage1/model.pt",
         history="results/{experiment}/stage1/history.csv",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -114,3 +115,21 @@ def test_example_config_plans_and_prepares_its_datasets(name, tmp_path):
     # One extraction per archive, however many datasets read it (CUHK03: labeled and detected).
     extracted = [p for p in (tmp_path / "resources/datasets").iterdir() if p.is_dir()]
     assert len(extracted) == len(archives), extracted
+    # Prepared, nothing is left to do, also with the archives deleted (moved aside here). A
+    # replaced archive comes with its new checksum, a parameter of every dataset read from it,
+    # which re-prepares them all.
+    for archive in archives:
+        (tmp_path / archive).rename(tmp_path / f"{archive}.aside")
+    plan = snakemake(tmp_path, fixture_config, "-n", "--until", "prepare_dataset")
+    assert re.search(r"^total\s+0$", plan, re.M), plan[-2000:]
+    for archive in archives:
+        (tmp_path / f"{archive}.aside").rename(tmp_path / archive)
+    archive = sorted(archives)[0]
+    with open(tmp_path / archive, "ab") as f:
+        f.write(b"replaced")
+    readers = [d for d, entry in raw["datasets"].items() if entry["source"]["archive"] == archive]
+    for dataset in readers:
+        raw["datasets"][dataset]["source"]["md5"] = hashlib.md5((tmp_path / archive).read_bytes()).hexdigest()
+    fixture_config.write_text(yaml.safe_dump(raw))
+    plan = snakemake(tmp_path, fixture_config, "-n", "--until", "prepare_dataset")
+    assert re.search(rf"^prepare_dataset\s+{len(readers)}$", plan, re.M), plan[-2000:]

@@ -9,9 +9,9 @@ import pytest
 from clusteralign.config import ConfigError
 from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.data.errors import SourceConfigError
-from clusteralign.data.obtain import DatasetSource
+from clusteralign.data.obtain import MARKER_NAME, DatasetSource
 from clusteralign.data.synthetic import SyntheticSpec
-from clusteralign.pipeline.prepare import prepare_dataset
+from clusteralign.pipeline.prepare import check_archive_available, extraction_dir, prepare_dataset
 
 GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
 
@@ -41,6 +41,8 @@ GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
      "datasets.d.generate: Unknown synthetic dataset setting(s) 'num_train_idz'"),
     ({"reader": "synthetic", "generate": {**GENERATE, "num_train_ids": 0}}, "datasets.d.generate: "),
     ({"reader": "synthetic", "generate": ["seed"]}, "datasets.d.generate: expected a mapping"),
+    ({"reader": "cuhk03_raw_labeled", "source": {"path": "c"}, "reader_options": {"protocol_dir": 3}},
+     "datasets.d.reader_options.protocol_dir: expected a file or folder path, got 3"),
 ])
 def test_bad_entries_name_the_key(cfg, message):
     with pytest.raises(ConfigError) as err:
@@ -66,6 +68,34 @@ def test_good_entries_are_typed_with_their_reader_arguments():
                                             "verify_images": True, "drop_bad": True,
                                             "reader_options": {"protocol_dir": "p"}})
     assert cuhk.reader_arguments() == {"protocol_dir": "p", "verify_images": True, "drop_bad": True}
+
+
+@pytest.mark.parametrize("cfg, inputs", [
+    ({"reader": "market1501", "source": {"archive": "data/m.zip"}}, []),
+    ({"reader": "market1501", "source": {"path": "/data/Market"}}, ["/data/Market"]),
+    ({"reader": "market1501", "source": {"url": "https://example.org/m.zip", "allow_download": True}}, []),
+    ({"reader": "synthetic", "generate": GENERATE}, []),
+    ({"reader": "cuhk03_raw_detected", "source": {"archive": "c.zip"},
+      "reader_options": {"protocol_dir": "data/protocol", "images_dir": "out"}}, ["data/protocol"]),
+])
+def test_local_inputs_are_what_every_preparation_reads(cfg, inputs):
+    # The workflow's inputs of prepare_dataset. Not an archive (it may be deleted once extracted),
+    # a download, a generated set, or images_dir (written, not read).
+    assert DatasetConfig.from_mapping("d", cfg).local_inputs() == [Path(p) for p in inputs]
+
+
+def test_a_missing_archive_is_named_unless_it_was_extracted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dataset = DatasetConfig.from_mapping("d", {"reader": "market1501", "source": {"archive": "m.zip", "md5": MD5}})
+    with pytest.raises(FileNotFoundError, match=r"datasets\.d\.source\.archive: m\.zip does not exist, and "
+                                                r"resources/datasets/m-65005ab7d12e holds no extraction of it"):
+        check_archive_available(dataset)
+    (tmp_path / "m.zip").write_bytes(b"")
+    check_archive_available(dataset)
+    (tmp_path / "m.zip").unlink()
+    extraction_dir(dataset).mkdir(parents=True)
+    (extraction_dir(dataset) / MARKER_NAME).write_text("{}")
+    check_archive_available(dataset)
 
 
 MD5 = "65005ab7d12ec1c44de4eeafe813e68a"

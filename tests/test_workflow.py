@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from clusteralign.data.obtain import MARKER_NAME
 from clusteralign.report.figures import FIGURE_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,45 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
     # One line naming the key, not the schema's dump of the whole schema and config.
     assert len(output.splitlines()) < 20, output
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, path, needle",
+    [
+        (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"archive": "data/m.zip"}}),
+         "data/m.zip", "datasets.synthetic.source.archive: data/m.zip does not exist"),
+        (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"path": "data/Market"}}),
+         "data/Market/", "Missing input files for rule prepare_dataset"),
+        (lambda c: c["models"]["tiny"].update(pretrained="weights/r18.pth"), "weights/r18.pth",
+         "Missing input files for rule train_stage1"),
+    ],
+    ids=["archive", "folder", "pretrained"],
+)
+def test_a_missing_local_file_stops_the_plan_naming_it(tmp_path, edit, path, needle):
+    # A missing file a config points to is found before any job, not when its job runs (after
+    # hours in a cluster's queue, say).
+    config = copy.deepcopy(TINY)
+    edit(config)
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert needle in result.stdout + result.stderr and path.rstrip("/") in result.stdout + result.stderr
+    (tmp_path / path).parent.mkdir(parents=True)
+    if path.endswith("/"):
+        (tmp_path / path).mkdir()
+    else:
+        (tmp_path / path).write_bytes(b"")
+    assert planned_jobs(tmp_path)["prepare_dataset"] == 1
+
+
+def test_an_archive_deleted_after_extraction_is_not_needed(tmp_path):
+    # docs/datasets.md: the extraction's record is trusted once the archive is gone.
+    config = copy.deepcopy(TINY)
+    config["datasets"]["synthetic"] = {"reader": "market1501", "source": {"archive": "data/m.zip"}}
+    write_config(tmp_path, config)
+    (tmp_path / "resources/datasets/synthetic").mkdir(parents=True)
+    (tmp_path / "resources/datasets/synthetic" / MARKER_NAME).write_text("{}")
+    assert planned_jobs(tmp_path)["prepare_dataset"] == 1
 
 
 @pytest.fixture(scope="module")

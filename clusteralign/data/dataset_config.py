@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import ConfigError
 from .obtain import DatasetSource
-from .readers import READERS
+from .readers import INPUT_OPTIONS, READERS
 from .synthetic import SyntheticSpec, SyntheticSpecError
 
 _KEYS = ("reader", "generate", "source", "reader_options", "verify_images", "drop_bad")
@@ -102,6 +102,18 @@ class DatasetConfig:
             out["reader_options"] = dict(sorted(options.items()))
         return out
 
+    def local_inputs(self) -> list[Path]:
+        """The local files and folders this dataset is read from whenever it is prepared: a `path:`
+        source and reader options such as CUHK03's protocol_dir.
+
+        Not an archive, which may be deleted once extracted (its checksum, a parameter, tells a
+        replaced one), nor a download.
+        """
+        paths = [self.source.path] if self.source is not None and self.source.path is not None else []
+        paths += [Path(self.reader_options[name]) for name in sorted(INPUT_OPTIONS & set(self.reader_options))
+                  if self.reader_options[name] is not None]
+        return paths
+
     def reader_arguments(self) -> dict[str, Any]:
         """Keyword arguments of the reader: the options, the image checks and what a generated set fixes."""
         extra = {"num_cameras": self.generate.num_cameras} if self.generate is not None else {}
@@ -130,6 +142,10 @@ def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], gen
             + ("; verify_images and drop_bad are keys of the dataset itself"
                if _given_elsewhere(generated) & set(unknown) else "")
         )
+    for name in sorted(INPUT_OPTIONS & set(options)):
+        value = options[name]
+        if value is not None and not (isinstance(value, (str, os.PathLike)) and os.fspath(value)):
+            raise ConfigError(f"{key}.reader_options.{name}: expected a file or folder path, got {value!r}")
     missing = [p.name for p in params if p.name not in options and p.default is inspect.Parameter.empty]
     if missing:
         raise ConfigError(f"{key}.reader_options: reader {reader} needs {', '.join(missing)} here"

@@ -73,6 +73,10 @@ def read_cuhk03_raw_detected(
     )
 
 
+# Reader options that name a local file or folder the reader reads (not one it writes, as
+# images_dir): the workflow makes them inputs of the dataset's preparation.
+INPUT_OPTIONS = frozenset({"protocol_dir"})
+
 READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "market1501": read_market1501,
     "dukemtmc": read_dukemtmc,
