@@ -108,6 +108,10 @@ class ModelConfig(_Checked):
     # module walk stops at residual blocks), "backbone" every backbone conv as the paper says.
     ow_scope: Literal["stem", "backbone"] = "stem"
 
+    def pretrained_file(self) -> str | None:
+        """The weights file `pretrained` names, or None for "none" and "imagenet" (the torch cache)."""
+        return None if self.pretrained in ("none", "imagenet") else self.pretrained
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family in ("mgn", "abd") and not self.backbone.startswith("resnet"):

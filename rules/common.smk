@@ -21,29 +21,30 @@ wildcard_constraints:
     stage="stage1|stage2|stage2_control",
 
 
+def dataset_of(wildcards):
+    name = wildcards.dataset
+    return DatasetConfig.from_mapping(name, config["datasets"][name])
+
+
 def dataset_params(wildcards):
     # Snakemake reruns a job whose parameters differ, and a mapping's key order counts; every
     # default is written out, so stating one explicitly reruns nothing.
-    name = wildcards.dataset
-    return sorted_keys(
-        DatasetConfig.from_mapping(name, config["datasets"][name]).to_mapping()
-    )
+    return sorted_keys(dataset_of(wildcards).to_mapping())
 
 
 def dataset_inputs(wildcards):
     # The folders a dataset is read from: a missing one stops the plan before any job, and a
     # newer one reruns the preparation. A missing archive stops it too, unless extracted already.
-    name = wildcards.dataset
-    entry = DatasetConfig.from_mapping(name, config["datasets"][name])
-    check_archive_available(entry)
-    return [str(path) for path in entry.local_inputs()]
+    dataset = dataset_of(wildcards)
+    check_archive_available(dataset)
+    return [str(path) for path in dataset.local_inputs()]
 
 
 def pretrained_input(wildcards):
-    # A weights file named in `pretrained:` (not "none" or "imagenet", which is looked up in the
-    # torch cache, or downloaded, when the job runs).
-    spec = EXPERIMENTS[wildcards.experiment].model.pretrained
-    return [] if spec in ("none", "imagenet") else [spec]
+    # The ImageNet weights of "imagenet" are looked up in the torch cache (or downloaded) when
+    # the job runs; only a named file is an input.
+    path = EXPERIMENTS[wildcards.experiment].model.pretrained_file()
+    return [path] if path else []
 
 
 def manifest_of(wildcards):

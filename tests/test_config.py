@@ -156,3 +156,10 @@ def test_sorted_keys_orders_every_mapping_and_keeps_lists_in_order():
     out = sorted_keys(raw)
     assert out == raw and list(out) == ["opts", "reader", "source"] and list(out["source"]) == ["md5", "path"]
     assert list(out["opts"][0]) == ["a", "z"] and out["opts"][1] == 3
+
+
+def test_only_a_named_weights_file_is_a_pretrained_file():
+    # The workflow makes it an input of stage 1; "imagenet" is looked up when the job runs.
+    assert ModelConfig().pretrained_file() is None
+    assert ModelConfig(pretrained="imagenet").pretrained_file() is None
+    assert ModelConfig(pretrained="weights/r50.pth").pretrained_file() == "weights/r50.pth"
