@@ -229,7 +229,8 @@ def test_a_forced_rerun_of_stage1_retrains_nothing(finished_run, tmp_path):
     # so stage 2 and the control, which fingerprint that file, resume theirs too.
     copy_dir = _edited(finished_run, tmp_path, lambda c: None)
     before = (copy_dir / "results/tiny/stage1/model.pt").read_bytes()
-    snakemake(copy_dir, "--forcerun", "train_stage1")
+    # --until: the three trainings and what they need (stage 1's anchors), not the evaluations.
+    snakemake(copy_dir, "--forcerun", "train_stage1", "--until", "train_stage2", "train_stage2_control")
     assert (copy_dir / "results/tiny/stage1/model.pt").read_bytes() == before
     for rule in ("train_stage1", "train_stage2", "train_stage2_control"):
         log = (copy_dir / f"logs/{rule}/tiny.log").read_text()
