@@ -69,6 +69,12 @@ class _Checked:
 # --------------------------------------------------------------------------- sections
 
 
+# `pretrained` values that are not file paths.
+PRETRAINED_KEYWORDS = ("none", "imagenet", "imagenet_v1")
+# torchvision's own ResNets (the IBN-a and SE-ResNeXt trunks come from their authors' code).
+PLAIN_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Checked):
     """Which network to build; see clusteralign/models/.
@@ -87,8 +93,9 @@ class ModelConfig(_Checked):
     base_width: int = bounded(64, minimum=1)
     # MGN and ABD-Net set their branches' strides themselves and ignore this.
     last_stride: Literal[1, 2] = 1
-    # "none", "imagenet" (torchvision weights from the local torch cache; IBN-a and
-    # SE-ResNeXt: their public checkpoints in the same cache), or a file path.
+    # "none", "imagenet" (torchvision's current weights from the local torch cache; IBN-a and
+    # SE-ResNeXt: their public checkpoints in the same cache), "imagenet_v1" (torchvision's original
+    # ResNet files, e.g. resnet50-19c8e357.pth, which the paper's reference code loads), or a file path.
     pretrained: str = "none"
     allow_download: bool = False
     neck: Literal["bnneck", "none"] = "bnneck"
@@ -107,10 +114,20 @@ class ModelConfig(_Checked):
     # Convolutions under the weight term: "stem" is what the reference code reaches (its
     # module walk stops at residual blocks), "backbone" every backbone conv as the paper says.
     ow_scope: Literal["stem", "backbone"] = "stem"
+    # A ReLU after the stem's batch norm. null: as the reference code builds each network: the
+    # strong baseline's plain ResNets have none (the line is commented out in its resnet.py), every
+    # other trunk (IBN-a, SE-ResNeXt, and the ResNets of ft_net, PCB, MGN, ABD-Net) has it.
+    stem_relu: Optional[bool] = None
 
     def pretrained_file(self) -> str | None:
-        """The weights file `pretrained` names, or None for "none" and "imagenet" (the torch cache)."""
-        return None if self.pretrained in ("none", "imagenet") else self.pretrained
+        """The weights file `pretrained` names, or None for the keywords (the torch cache)."""
+        return None if self.pretrained in PRETRAINED_KEYWORDS else self.pretrained
+
+    def has_stem_relu(self) -> bool:
+        """Whether the trunk's stem ends in a ReLU (`stem_relu`, or the reference's choice when null)."""
+        if self.stem_relu is not None:
+            return self.stem_relu
+        return not (self.family == "baseline" and self.backbone in PLAIN_RESNETS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,6 +136,13 @@ class ModelConfig(_Checked):
                 f"backbone: family {self.family!r} splits a ResNet into branches and needs a resnet* backbone, "
                 f"got {self.backbone!r}"
             )
+        if self.pretrained == "imagenet_v1" and self.backbone not in PLAIN_RESNETS:
+            raise ConfigError(
+                f"pretrained: imagenet_v1 names torchvision's original files of {', '.join(PLAIN_RESNETS)}; "
+                f"backbone {self.backbone!r} has one public ImageNet checkpoint: use `imagenet`"
+            )
+        if self.stem_relu is False and self.backbone == "se_resnext50":
+            raise ConfigError("stem_relu: se_resnext50's stem always ends in a ReLU (as in its reference code)")
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,10 @@ class AugmentConfig(_Checked):
     flip_prob: float = bounded(0.5, minimum=0, maximum=1)
     pad: int = bounded(10, minimum=0)
     random_erasing_prob: float = bounded(0.5, minimum=0, maximum=1)
+    # What an erased box holds, in normalised space: "zero" (the mean pixel, as the paper's
+    # reference code erases), "mean_values" (the ImageNet mean values written into the normalised
+    # image, as reid-strong-baseline's code does: a light grey box) or "normal" (random values).
+    erasing_fill: Literal["zero", "mean_values", "normal"] = "zero"
     # Images are decoded once and cached at this size (default: the input size).
     cache_height: Optional[int] = bounded(None, minimum=1)
     cache_width: Optional[int] = bounded(None, minimum=1)
@@ -213,9 +241,13 @@ class StageConfig(_Checked):
     """One training stage. Defaults are stage 1 of the paper (the strong baseline)."""
 
     epochs: int = bounded(120, minimum=1)
-    # P identities x K images per batch.
+    # "pk": P identities x K images per batch (what the triplet loss needs); "random": plain
+    # shuffled batches of `batch_size` images, the last incomplete one dropped (the reference
+    # code's stage 2, which has no triplet loss).
+    sampler: Literal["pk", "random"] = "pk"
     num_identities: int = bounded(16, minimum=2)
     num_instances: int = bounded(4, minimum=1)
+    batch_size: int = bounded(64, minimum=1)
     seed: int = bounded(0, minimum=0)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -264,6 +296,11 @@ class StageConfig(_Checked):
             ) if bad]
             if conflicts:
                 raise ConfigError(f"cuda_graph: cannot be combined with {', '.join(conflicts)}")
+        if self.loss.triplet_weight and self.sampler == "random":
+            raise ConfigError(
+                "sampler: the triplet loss needs P x K batches (sampler: pk); random batches may hold no positive "
+                "pair (set loss.triplet_weight: 0 to train without it)"
+            )
         if self.loss.triplet_weight and self.num_instances < 2:
             raise ConfigError(
                 f"num_instances: the triplet loss needs at least 2 images per identity in a batch, got {self.num_instances}"
@@ -283,9 +320,10 @@ class ReportConfig(_Checked):
 
 
 def stage2_defaults() -> dict[str, Any]:
-    """Stage 2 of the paper: new Adam, constant lr 3.5e-6, 40 epochs, CE + anchor loss."""
+    """Stage 2 of the paper: new Adam, constant lr 3.5e-6, 40 epochs, CE + anchor loss, random batches of 64."""
     return {
         "epochs": 40,
+        "sampler": "random",
         "optimizer": {"lr": 3.5e-6},
         "schedule": {"kind": "constant"},
         "loss": {
@@ -313,11 +351,23 @@ class ExperimentConfig:
     # Also train stage 2 without the anchor loss (same start, schedule and seed): the report
     # then separates what the anchor loss buys from what more training at a small lr buys.
     control: bool = False
+    # Independent replicates of the whole experiment; replicate r trains every stage with seed + r.
+    replicates: int = 1
 
     @property
     def stage2_control(self) -> StageConfig:
         """Stage 2 with the anchor loss switched off."""
         return dataclasses.replace(self.stage2, loss=dataclasses.replace(self.stage2.loss, anchor_weight=0.0))
+
+    def replicate(self, index: int) -> ExperimentConfig:
+        """Replicate `index` (0-based): every stage's seed moved by `index`, all else the same."""
+        if not 0 <= index < self.replicates:
+            raise ConfigError(f"experiments.{self.name}: replicate {index} out of range; replicates: {self.replicates}")
+        return dataclasses.replace(
+            self,
+            stage1=dataclasses.replace(self.stage1, seed=self.stage1.seed + index),
+            stage2=dataclasses.replace(self.stage2, seed=self.stage2.seed + index),
+        )
 
 
 # --------------------------------------------------------------------------- building
@@ -451,10 +501,26 @@ def result_settings(stage: StageConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(stage).items() if k not in RUN_ONLY_SETTINGS}
 
 
-def with_run_settings(settings: dict[str, Any], run_from: StageConfig, key: str) -> StageConfig:
-    """The stage of `result_settings` output `settings`, with the run-only settings of `run_from`."""
-    run_only = {k: getattr(run_from, k) for k in RUN_ONLY_SETTINGS}
-    return from_dict(StageConfig, {**settings, **run_only}, key)
+@dataclass(frozen=True)
+class RunSettings:
+    """A stage's `RUN_ONLY_SETTINGS`, as the training rule hands them to its script.
+
+    Snakemake compares a rule's parameters of plain types (numbers, strings, lists, dicts) with
+    those of the last run to decide a rerun, and skips parameters of any other type: as an
+    object of this class, these settings reach the script but never rerun a stage.
+    """
+
+    checkpoint_every: int
+    augment_chunk: int
+
+    @classmethod
+    def of(cls, stage: StageConfig) -> RunSettings:
+        return cls(**{k: getattr(stage, k) for k in RUN_ONLY_SETTINGS})
+
+
+def with_run_settings(settings: dict[str, Any], run: RunSettings, key: str) -> StageConfig:
+    """The stage of `result_settings` output `settings`, with the run-only settings `run`."""
+    return from_dict(StageConfig, {**settings, **to_dict(run)}, key)
 
 
 def build_experiments(config: dict[str, Any]) -> dict[str, ExperimentConfig]:
@@ -493,15 +559,16 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         raise ConfigError(
             f"{key}.model: unknown model {model_name!r}; defined in `models`: {', '.join(sorted(models)) or 'none'}"
         )
-    allowed = {"dataset", "model", "stage1", "stage2", "features", "validation", "eval", "control"}
+    allowed = {"dataset", "model", "stage1", "stage2", "features", "validation", "eval", "control", "replicates"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
     stage1 = from_dict(StageConfig, raw.get("stage1"), f"{key}.stage1")
-    # Stage 2 inherits stage 1's data settings (input size, sampler, device), then the
-    # paper's stage-2 recipe, then what the experiment says about stage 2.
+    # Stage 2 inherits stage 1's data and run settings (input size, seed, device), then the
+    # paper's stage-2 recipe (random batches of 64, not stage 1's P x K), then what the
+    # experiment says about stage 2.
     inherited = {k: to_dict(getattr(stage1, k)) for k in
-                 ("num_identities", "num_instances", "seed", "augment", "eval_every", "anchor_diagnostics",
+                 ("seed", "augment", "eval_every", "anchor_diagnostics",
                   "checkpoint_every", "device", "amp", "channels_last", "compile", "deterministic", "num_threads",
                   "anchors", "world_size", "sync_bn", "cuda_graph", "augment_chunk")}
     stage2_raw = deep_merge(deep_merge(inherited, stage2_defaults()), raw.get("stage2"))
@@ -516,4 +583,12 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         validation=_validation(raw.get("validation"), f"{key}.validation"),
         eval=from_dict(EvalConfig, raw.get("eval"), f"{key}.eval"),
         control=_convert(raw.get("control", False), bool, f"{key}.control"),
+        replicates=_replicates(raw.get("replicates", 1), f"{key}.replicates"),
     )
+
+
+def _replicates(value: Any, key: str) -> int:
+    count = _convert(value, int, key)
+    if count < 1:
+        raise ConfigError(f"{key}: must be at least 1, got {count}")
+    return count

@@ -102,6 +102,8 @@ def config_schema() -> dict[str, Any]:
             "validation": dataclass_schema(EvalConfig),
             "eval": dataclass_schema(EvalConfig),
             "control": {"type": "boolean", "description": "Also train stage 2 without the anchor loss."},
+            "replicates": {"type": "integer", "minimum": 1,
+                           "description": "Independent replicates; replicate r trains every stage with seed + r."},
         },
     }
     report = dataclass_schema(ReportConfig)

@@ -1,6 +1,7 @@
 # Helpers shared by the rules: the typed experiment configs and input functions.
 from clusteralign.config import (
     ReportConfig,
+    RunSettings,
     build_experiments,
     from_dict,
     result_settings,
@@ -13,11 +14,20 @@ from clusteralign.pipeline.prepare import check_archive_available
 EXPERIMENTS = build_experiments(config)
 REPORT = from_dict(ReportConfig, config.get("report"), "report")
 STAGES = ("stage1", "stage2")
+# What the report reads of every trained stage.
+REPORT_FILES = (
+    "history.csv",
+    "anchors.json",
+    "metrics.json",
+    "ranking.json",
+    "per_query.csv",
+)
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     dataset="[A-Za-z0-9_-]+",
+    replicate="[0-9]+",
     stage="stage1|stage2|stage2_control",
 
 
@@ -40,27 +50,48 @@ def dataset_inputs(wildcards):
     return [str(path) for path in dataset.local_inputs()]
 
 
-def pretrained_input(wildcards):
-    # The ImageNet weights of "imagenet" are looked up in the torch cache (or downloaded) when
-    # the job runs; only a named file is an input.
-    path = EXPERIMENTS[wildcards.experiment].model.pretrained_file()
-    return [path] if path else []
+def replicate_of(wildcards):
+    # Replicate r of an experiment trains every stage with seed + r.
+    return EXPERIMENTS[wildcards.experiment].replicate(int(wildcards.replicate))
+
+
+def stage_config(wildcards, stage=None):
+    return getattr(replicate_of(wildcards), stage or wildcards.stage)
 
 
 def manifest_of(wildcards):
     return f"results/datasets/{EXPERIMENTS[wildcards.experiment].dataset}/manifest.csv"
 
 
+def training_inputs(wildcards):
+    # Stage 1 starts from the configured weights (only a named file is an input: "imagenet"
+    # is looked up in the torch cache when the job runs); stage 2 and its control from stage 1,
+    # and stage 2 from stage 1's anchors too.
+    inputs = {"manifest": manifest_of(wildcards)}
+    if wildcards.stage == "stage1":
+        path = EXPERIMENTS[wildcards.experiment].model.pretrained_file()
+        inputs.update({"pretrained": path} if path else {})
+        return inputs
+    stage1 = f"results/{wildcards.experiment}/rep{wildcards.replicate}/stage1"
+    inputs["init_model"] = f"{stage1}/model.pt"
+    if wildcards.stage == "stage2":
+        inputs["init_anchors"] = f"{stage1}/anchors.pt"
+    return inputs
+
+
 def model_params(wildcards):
     return to_dict(EXPERIMENTS[wildcards.experiment].model)
 
 
-def stage_params(stage):
-    # Run-only settings (checkpoint_every, augment_chunk) are left out: changing them reruns
-    # nothing; the training script takes them from the config.
-    return lambda wildcards: result_settings(
-        getattr(EXPERIMENTS[wildcards.experiment], stage)
-    )
+def stage_params(wildcards):
+    # Run-only settings (checkpoint_every, augment_chunk) are left out: see run_only_settings.
+    return result_settings(stage_config(wildcards))
+
+
+def run_only_settings(wildcards):
+    # An object of the package's own class: Snakemake hands it to the script but compares only
+    # parameters of plain types when it decides a rerun, so changing these reruns nothing.
+    return RunSettings.of(stage_config(wildcards))
 
 
 def section_params(section):
@@ -81,14 +112,12 @@ def _inference_settings(stage):
 
 def anchor_params(wildcards):
     # Both stages' anchor files are computed the way stage 2 consumes them.
-    stage2 = EXPERIMENTS[wildcards.experiment].stage2
+    stage2 = stage_config(wildcards, "stage2")
     return {"anchors": to_dict(stage2.anchors), **_inference_settings(stage2)}
 
 
 def inference_params(wildcards):
-    return _inference_settings(
-        getattr(EXPERIMENTS[wildcards.experiment], wildcards.stage)
-    )
+    return _inference_settings(stage_config(wildcards))
 
 
 def experiment_description(name):
@@ -102,33 +131,38 @@ def experiment_description(name):
         "stage2": result_settings(exp.stage2),
         "eval": to_dict(exp.eval),
         "control": exp.control,
+        "replicates": exp.replicates,
     }
+
+
+def arms(exp):
+    return STAGES + (("stage2_control",) if exp.control else ())
 
 
 def report_inputs(wildcards):
     files = {}
     for name, exp in EXPERIMENTS.items():
-        for stage in STAGES + (("stage2_control",) if exp.control else ()):
-            for what in ("history.csv", "anchors.json", "metrics.json", "ranking.json"):
-                files[f"{name}/{stage}/{what}"] = f"results/{name}/{stage}/{what}"
+        for r in range(exp.replicates):
+            for stage in arms(exp):
+                for what in REPORT_FILES:
+                    files[f"{name}/rep{r}/{stage}/{what}"] = (
+                        f"results/{name}/rep{r}/{stage}/{what}"
+                    )
     return files
 
 
-def gpus(stage):
+def training_gpus(wildcards):
     # One GPU per data-parallel process (a training stage's `world_size`); none for a stage
     # whose `device: cpu` keeps it off the GPU, so it never holds one idle.
-    def count(wildcards):
-        cfg = getattr(EXPERIMENTS[wildcards.experiment], stage)
-        return 0 if cfg.device == "cpu" else cfg.world_size
-
-    return count
+    cfg = stage_config(wildcards)
+    return 0 if cfg.device == "cpu" else cfg.world_size
 
 
 def inference_gpu(stage=None):
     # Feature extraction runs on the device of the settings it uses: `stage`'s, or those of
     # the {stage} wildcard.
     def count(wildcards):
-        cfg = getattr(EXPERIMENTS[wildcards.experiment], stage or wildcards.stage)
+        cfg = stage_config(wildcards, stage)
         return 0 if cfg.device == "cpu" else 1
 
     return count

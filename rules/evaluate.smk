@@ -1,13 +1,13 @@
 rule extract_features:
     input:
-        model="results/{experiment}/{stage}/model.pt",
+        model="results/{experiment}/rep{replicate}/{stage}/model.pt",
         manifest=manifest_of,
     output:
-        features="results/{experiment}/{stage}/features.pt",
+        features="results/{experiment}/rep{replicate}/{stage}/features.pt",
     log:
-        "logs/extract_features/{experiment}_{stage}.log",
+        "logs/extract_features/{experiment}_rep{replicate}_{stage}.log",
     benchmark:
-        "results/benchmarks/extract_features/{experiment}_{stage}.tsv"
+        "results/benchmarks/extract_features/{experiment}_rep{replicate}_{stage}.tsv"
     conda:
         "../envs/clusteralign.yaml"
     threads: 2
@@ -24,20 +24,25 @@ rule extract_features:
 
 rule evaluate:
     input:
-        features="results/{experiment}/{stage}/features.pt",
+        features="results/{experiment}/rep{replicate}/{stage}/features.pt",
     output:
         metrics=report(
-            "results/{experiment}/{stage}/metrics.json",
+            "results/{experiment}/rep{replicate}/{stage}/metrics.json",
             caption="../report/metrics.rst",
             category="Metrics",
             subcategory="{experiment}",
-            labels={"experiment": "{experiment}", "stage": "{stage}"},
+            labels={
+                "experiment": "{experiment}",
+                "replicate": "{replicate}",
+                "stage": "{stage}",
+            },
         ),
-        ranking="results/{experiment}/{stage}/ranking.json",
+        ranking="results/{experiment}/rep{replicate}/{stage}/ranking.json",
+        per_query="results/{experiment}/rep{replicate}/{stage}/per_query.csv",
     log:
-        "logs/evaluate/{experiment}_{stage}.log",
+        "logs/evaluate/{experiment}_rep{replicate}_{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/{experiment}_{stage}.tsv"
+        "results/benchmarks/evaluate/{experiment}_rep{replicate}_{stage}.tsv"
     conda:
         "../envs/clusteralign.yaml"
     threads: 2

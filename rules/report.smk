@@ -9,6 +9,8 @@ rule report:
             labels={"file": "report (HTML)"},
         ),
         md="results/report.md",
+        # One row per experiment x replicate x trained stage, every metric: for pandas.
+        summary="results/summary.csv",
         # Snakemake's report evaluates labels with the job's wildcards, of which this job has
         # none: each figure's experiment and name come from matching the patterns instead.
         figures=report(

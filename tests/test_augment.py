@@ -117,7 +117,7 @@ def erased_masks(batch: torch.Tensor, spec: AugmentSpec, seed: int) -> tuple[tor
 
 
 def test_erasing_rate_area_ratio_and_fill() -> None:
-    spec = dataclasses.replace(SMALL, height=64, width=32, random_erasing_prob=0.5)
+    spec = dataclasses.replace(SMALL, height=64, width=32, random_erasing_prob=0.5, erasing_fill="mean_values")
     batch = images(1500, 64, 32, seed=9)
     out, mask = erased_masks(batch, spec, seed=4)
     erased = mask.flatten(1).any(dim=1)
@@ -132,14 +132,16 @@ def test_erasing_rate_area_ratio_and_fill() -> None:
         assert 0.015 <= h * w / (64 * 32) <= 0.42
         assert 0.3 * 0.7 <= h / w <= (1 / 0.3) * 1.3
         assert h < 64 and w < 32
-        # Reference fill: the raw ImageNet mean values written into normalised space.
+        # reid-strong-baseline's fill: the raw ImageNet mean values written into normalised space.
         box = out[i][:, mask[i]]
         assert torch.allclose(box, mean_fill.expand_as(box))
 
 
 def test_erasing_probability_one_and_other_fills() -> None:
     batch = images(300, 64, 32, seed=1)
-    spec = dataclasses.replace(SMALL, height=64, width=32, random_erasing_prob=1.0, erasing_fill="mean")
+    # The default fill is the paper's reference code's: 0 in normalised space, the mean pixel.
+    assert SMALL.erasing_fill == "zero"
+    spec = dataclasses.replace(SMALL, height=64, width=32, random_erasing_prob=1.0)
     out, mask = erased_masks(batch, spec, seed=0)
     # With 100 attempts practically every sample finds a box that fits.
     assert mask.flatten(1).any(dim=1).float().mean().item() >= 0.99

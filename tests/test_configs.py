@@ -79,14 +79,14 @@ def test_overlay_changes_only_what_it_names(overlay, tmp_path):
     # Snakemake merges the two the same way, and the schema accepts the result.
     plan = snakemake(tmp_path, [base, top], "-n")
     for experiment in after:
-        assert f"results/{experiment}/stage1/model.pt" in plan
+        assert f"results/{experiment}/rep0/stage1/model.pt" in plan
 
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_config_plans(name, tmp_path):
     plan = snakemake(tmp_path, ROOT / "configs" / name, "-n")
     for experiment in yaml.safe_load((ROOT / "configs" / name).read_text())["experiments"]:
-        assert f"results/{experiment}/stage2/metrics.json" in plan
+        assert f"results/{experiment}/rep0/stage2/metrics.json" in plan
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -97,7 +97,7 @@ def test_example_config_plans_and_prepares_its_datasets(name, tmp_path):
     plan = snakemake(tmp_path, config, "-n")
     raw = yaml.safe_load(config.read_text())
     for experiment in raw["experiments"]:
-        assert f"results/{experiment}/stage2/metrics.json" in plan
+        assert f"results/{experiment}/rep0/stage2/metrics.json" in plan
     # Preparing the data for real: published checksums cannot match a fixture, so each is
     # replaced by the fixture archive's (checksum checking itself is tested in test_obtain.py).
     archives = set()

@@ -371,7 +371,7 @@ def test_two_stage_run(name, tiny_dataset, tmp_path):
             "num_threads": 1,
             "device": "cpu",  # tests/test_cuda.py covers the CUDA paths
         },
-        "stage2": {"epochs": 1, "optimizer": {"lr": 3.5e-5}},
+        "stage2": {"epochs": 1, "optimizer": {"lr": 3.5e-5}, "batch_size": 8},
     }
     exp = build_experiment(name, raw, {name: fields})
     manifest = tiny_dataset[1]

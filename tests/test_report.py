@@ -361,14 +361,15 @@ def test_html_escapes_text(report):
 def test_markdown_tables_match_the_artifacts(report):
     md = report["md"].read_text(encoding="utf-8")
     summary = _md_table_after(md, "## Summary")
-    assert summary[0][:3] == ["Experiment", "Dataset", "Model"] and summary[0][-1] == "\u0394mAP (pp)"
-    assert summary[1] == ["---"] * 3 + ["---:"] * 6
+    assert summary[0][:4] == ["Experiment", "Dataset", "Model", "Replicates"] and summary[0][-1] == "\u0394mAP (pp)"
+    assert summary[1] == ["---"] * 3 + ["---:"] * 7
     d_r1 = f"{100 * (FINAL['alpha']['stage2']['R1'] - FINAL['alpha']['stage1']['R1']):+.1f}"
-    assert summary[2] == ["alpha", "market1501", "resnet50", "80.1", "62.3", "81.6", "65.7", d_r1, "+3.4"]
-    assert summary[3] == ["beta", "duke \\<test & co\\>", "resnet50", "70.0", "50.0", "70.0", "48.7", "0.0", "-1.3"]
-    assert all(len(row) == 9 for row in summary)
+    assert summary[2] == ["alpha", "market1501", "resnet50", "1", "80.1", "62.3", "81.6", "65.7", d_r1, "+3.4"]
+    assert summary[3] == ["beta", "duke \\<test & co\\>", "resnet50", "1", "70.0", "50.0", "70.0", "48.7", "0.0",
+                          "-1.3"]
+    assert all(len(row) == 10 for row in summary)
 
-    setup = _md_table_after(md, "## Experiment alpha")  # the first table of a section: its setup
+    setup = _md_table_after(md[md.index("## Experiment alpha"):], "### Setup")
     assert setup[0] == ["Setting", "Value"] and setup[2] == ["Dataset", "market1501"]
     assert setup[5][0] == "Stage 2 (anchor)" and "anchor loss mse \u00d71" in setup[5][1]
     per_stage = _md_table_after(md[md.index("## Experiment alpha"):], "### Stage 1 vs stage 2")
@@ -410,14 +411,14 @@ def test_build_report_finds_each_stage_by_its_inputs(report, tmp_path, monkeypat
     # What the workflow's report step calls, with the report rule's named inputs.
     monkeypatch.chdir(tmp_path)
     descriptions, stage_dirs = build_workspace(tmp_path)
-    inputs = {f"{name}/{stage}/{file}": str(d / file) for name, dirs in stage_dirs.items() for stage, d in dirs.items()
+    inputs = {f"{name}/rep0/{stage}/{file}": str(d / file) for name, dirs in stage_dirs.items() for stage, d in dirs.items()
               for file in ("history.csv", "metrics.json", "anchors.json", "ranking.json")}
     html, md = build_report([descriptions[n] for n in FINAL], inputs, "results/report.html", "results/report.md",
                             ReportConfig(title="ClusterAlign <test> report"))
     assert html.read_bytes() == report["html"].read_bytes()  # the figures are inlined, wherever they lie
     for name in FINAL:
         assert sorted(p.stem for p in (tmp_path / "results/report" / name).iterdir()) == sorted(FIGURE_KEYS)
-    with pytest.raises(ArtifactError, match="report input 'alpha/metrics.json'"):
+    with pytest.raises(ArtifactError, match="report input 'alpha/metrics.json': expected '<experiment>/rep<r>/"):
         build_report([], {"alpha/metrics.json": "x"}, "r.html", "r.md", ReportConfig())
 
 
@@ -443,8 +444,8 @@ def test_report_without_stage2_shows_dashes(report, tmp_path):
                       {"stage1": exp.anchors["stage1"]}, {})
     _, md_path = write_report([only1], {}, tmp_path / "r.html", tmp_path / "r.md")
     row = _md_table_after(md_path.read_text(encoding="utf-8"), "## Summary")[2]
-    assert row[3:5] == ["80.1", "62.3"] and row[5:] == ["\u2014"] * 4
-    assert not math.isnan(float(row[3]))
+    assert row[3:6] == ["1", "80.1", "62.3"] and row[6:] == ["\u2014"] * 4
+    assert not math.isnan(float(row[4]))
 
 
 def test_partial_description_is_shown_as_given(report, tmp_path):
@@ -544,7 +545,7 @@ def test_control_rows_and_deltas_in_markdown(control_report):
     md = control_report["md"].read_text(encoding="utf-8")
     s2, c = FINAL["alpha"]["stage2"], FINAL_CONTROL
     summary = _md_table_after(md, "## Summary")
-    assert summary[0][-1] == "\u0394 mAP vs control (pp)" and all(len(row) == 10 for row in summary)
+    assert summary[0][-1] == "\u0394 mAP vs control (pp) \\[95% CI\\]" and all(len(row) == 11 for row in summary)
     vs_control = f"{100 * (s2['mAP'] - c['mAP']):+.1f}"
     assert vs_control == "+2.5"
     assert summary[2][-1] == vs_control and summary[2][-2] == "+3.4"

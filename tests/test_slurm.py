@@ -37,7 +37,9 @@ NEEDED = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "sbatch", "sq
 STAGE1_EPOCHS = 16
 RUN_LIMIT_S = 480
 STAGES = ("stage1", "stage2", "stage2_control")
-GPU_RULES = ("train_stage1", "train_stage2", "train_stage2_control", "anchors", "extract_features")
+GPU_RULES = ("train", "anchors", "extract_features")
+# The executor plugin's job comment: rule_<rule>_wildcards_<wildcard values joined by "_">.
+STAGE1_JOB = "rule_train_wildcards_tiny_0_stage1"
 SLURM_VARIABLES = ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "CLUSTERALIGN_GPU_PARTITION")
 
 
@@ -182,14 +184,14 @@ def runs(cluster, tmp_path_factory) -> Runs:
         # scheduler to every process of the job's steps, which is how a time limit or a preemption
         # begins. (A plain `scancel` would leave the job "CANCELLED by <uid>", a state the executor
         # plugin does not take for a failure, so it would wait for the job forever; see README.)
-        stage1 = slurm / "results/tiny/stage1"
+        stage1 = slurm / "results/tiny/rep0/stage1"
         while not (stage1 / "checkpoints/last.pt").is_file():
             if slurm_proc.poll() is not None:
                 pytest.fail(f"the SLURM run ended before stage 1 wrote a checkpoint:\n{_log_tail(slurm)}")
             assert time.monotonic() - t0 < RUN_LIMIT_S, "no stage-1 checkpoint in time"
             time.sleep(0.05)
-        jobs = [job for job, comment in _running_jobs() if comment.startswith("rule_train_stage1_")]
-        assert len(jobs) == 1, f"expected one train_stage1 job, squeue lists {_running_jobs()}"
+        jobs = [job for job, comment in _running_jobs() if comment == STAGE1_JOB]
+        assert len(jobs) == 1, f"expected one stage-1 training job, squeue lists {_running_jobs()}"
         model_existed = (stage1 / "model.pt").exists()
         # history.csv is written before each checkpoint, and deleted once the job has failed.
         with open(stage1 / "history.csv") as f:
@@ -221,11 +223,11 @@ def runs(cluster, tmp_path_factory) -> Runs:
 def test_results_equal_a_local_run(runs):
     for stage in STAGES:
         for name in ("metrics.json", "ranking.json", "anchors.json"):
-            ours = json.loads((runs.slurm / "results/tiny" / stage / name).read_text())
-            local = json.loads((runs.local / "results/tiny" / stage / name).read_text())
+            ours = json.loads((runs.slurm / "results/tiny/rep0" / stage / name).read_text())
+            local = json.loads((runs.local / "results/tiny/rep0" / stage / name).read_text())
             assert ours == local, f"{stage}/{name} differs between the SLURM and the local run"
-        ours_state = ModelFile.load(runs.slurm / f"results/tiny/{stage}/model.pt").state_dict
-        local_state = ModelFile.load(runs.local / f"results/tiny/{stage}/model.pt").state_dict
+        ours_state = ModelFile.load(runs.slurm / f"results/tiny/rep0/{stage}/model.pt").state_dict
+        local_state = ModelFile.load(runs.local / f"results/tiny/rep0/{stage}/model.pt").state_dict
         assert ours_state.keys() == local_state.keys()
         differing = [key for key in ours_state if not torch.equal(ours_state[key], local_state[key])]
         assert not differing, f"{stage} weights differ from the local run's: {differing[:5]}"
@@ -238,8 +240,7 @@ def test_every_job_ran_on_slurm_with_the_profile_requests(runs, cluster):
     for record in records:
         by_rule.setdefault(_rule_of(record), []).append(record)
     assert {rule: len(jobs) for rule, jobs in by_rule.items()} == {
-        "prepare_dataset": 1, "train_stage1": 2, "anchors": 3, "train_stage2": 1, "train_stage2_control": 1,
-        "extract_features": 3, "evaluate": 3, "report": 1}
+        "prepare_dataset": 1, "train": 4, "anchors": 3, "extract_features": 3, "evaluate": 3, "report": 1}
     for record in records:
         partition = cluster["GPU_PARTITION"] if _rule_of(record) in GPU_RULES else cluster["PARTITION"]
         assert (record["Partition"], record["Account"]) == (partition, cluster["ACCOUNT"]), record
@@ -249,7 +250,7 @@ def test_every_job_ran_on_slurm_with_the_profile_requests(runs, cluster):
     attempt_of = {}
     for record in sorted(records, key=lambda r: int(r["JobID"])):
         attempts[record["Comment"]] = attempt_of[record["JobID"]] = attempts.get(record["Comment"], 0) + 1
-    assert sorted(attempt_of[r["JobID"]] for r in by_rule["train_stage1"]) == [1, 2]
+    assert sorted(attempt_of[r["JobID"]] for r in records if r["Comment"] == STAGE1_JOB) == [1, 2]
     for rule, requests in profile["set-resources"].items():
         for record in by_rule[rule]:
             tres = dict(item.split("=", 1) for item in record["ReqTRES"].split(","))
@@ -279,17 +280,17 @@ def test_an_unknown_account_stops_the_run_at_submission(runs):
 def test_a_killed_training_job_is_resubmitted_and_resumes_from_its_checkpoint(runs):
     assert 1 <= runs.epochs_before_kill < STAGE1_EPOCHS
     assert not runs.model_existed_at_kill, "stage 1 had finished before it was killed"
-    attempts = [r for r in _accounted_jobs(runs.slurm) if _rule_of(r) == "train_stage1"]
+    attempts = [r for r in _accounted_jobs(runs.slurm) if r["Comment"] == STAGE1_JOB]
     assert [(r["JobID"], r["State"]) for r in attempts] == [
         (runs.killed_job, "FAILED"), (attempts[-1]["JobID"], "COMPLETED")]
-    log = (runs.slurm / "logs/train_stage1/tiny.log").read_text()
+    log = (runs.slurm / "logs/train/tiny_rep0_stage1.log").read_text()
     resumed = re.search(r"stage1: resuming from \S+ after epoch (\d+)", log)
     assert resumed, f"the retry did not resume from the checkpoint:\n{log[-3000:]}"
     assert runs.epochs_before_kill <= int(resumed.group(1)) < STAGE1_EPOCHS
-    with open(runs.slurm / "results/tiny/stage1/history.csv") as f:
+    with open(runs.slurm / "results/tiny/rep0/stage1/history.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(1, STAGE1_EPOCHS + 1))
     # The killed attempt's partial output (history.csv) was deleted, never taken for its result.
-    assert "Removing output files of failed job train_stage1" in _log_tail(runs.slurm, 10**7)
+    assert "Removing output files of failed job train since" in _log_tail(runs.slurm, 10**7)
 
 
 def test_finished_slurm_run_has_nothing_left_to_do(runs):

@@ -28,7 +28,8 @@ RAW = {
         # The bit-exact rerun and resume checks are the CPU's promise; tests/test_cuda.py covers CUDA.
         "device": "cpu",
     },
-    "stage2": {"epochs": 2, "optimizer": {"lr": 3.5e-5}},
+    # Stage 2 draws random batches (the reference's); the tiny training split holds a few dozen images.
+    "stage2": {"epochs": 2, "optimizer": {"lr": 3.5e-5}, "batch_size": 8},
 }
 
 
@@ -185,6 +186,20 @@ def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_datase
     history = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment()), epoch_budget=1)
     assert history is None  # trained epoch 1 again instead of resuming after epoch 3
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
+
+
+def test_each_stage_trains_on_the_batches_its_sampler_setting_names(stage1_run, tiny_dataset, tmp_path,
+                                                                   monkeypatch):
+    import clusteralign.train.trainer as trainer
+
+    made, real = [], trainer.batch_sampler
+    monkeypatch.setattr(trainer, "batch_sampler", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    exp = experiment()
+    train_stage(spec("stage2", tiny_dataset[1], tmp_path, exp, init_model=stage1_run[0] / "model.pt"), epoch_budget=1)
+    [sampler] = made
+    assert type(sampler).__name__ == "RandomBatchSampler" and sampler.batch_size == 8
+    labels = tiny_dataset[1].query("split == 'train'")
+    assert len(sampler) == len(labels) // 8
 
 
 @pytest.mark.parametrize("update", ["epoch", "fixed", "momentum"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from clusteralign.data.obtain import MARKER_NAME
@@ -19,6 +21,9 @@ from clusteralign.report.figures import FIGURE_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
+# The finished run of most tests below: the tiny workflow with two replicates.
+TINY_REPLICATED = copy.deepcopy(TINY)
+TINY_REPLICATED["experiments"]["tiny"]["replicates"] = 2
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -73,8 +78,8 @@ def test_committed_schema_is_generated_from_the_dataclasses():
 def test_default_config_dry_runs_before_any_data_exists(tmp_path):
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     jobs = planned_jobs(tmp_path)
-    assert jobs["prepare_dataset"] == 1 and jobs["train_stage1"] == 1 and jobs["train_stage2"] == 1
-    assert jobs["train_stage2_control"] == 1 and jobs["evaluate"] == 3 and jobs["report"] == 1
+    # three replicates of stage 1, stage 2 and the control
+    assert jobs["prepare_dataset"] == 1 and jobs["train"] == 9 and jobs["evaluate"] == 9 and jobs["report"] == 1
 
 
 def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
@@ -83,7 +88,7 @@ def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
     config = copy.deepcopy(TINY)
     config["experiments"]["tiny"]["stage2"]["optimizer"] = {"lr": "1e-6"}
     write_config(tmp_path, config)
-    assert planned_jobs(tmp_path)["train_stage2"] == 1
+    assert planned_jobs(tmp_path)["train"] == 3
 
 
 def planned_gpus(workdir: Path) -> dict[str, set[int]]:
@@ -105,7 +110,7 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
     write_config(tmp_path, config)
     gpus = planned_gpus(tmp_path)
     # stage 2 inherits the device and the process count
-    assert gpus["train_stage1"] == gpus["train_stage2"] == gpus["train_stage2_control"] == {2}
+    assert gpus["train"] == {2}
     assert gpus["anchors"] == gpus["extract_features"] == {1}
     assert gpus["prepare_dataset"] == gpus["evaluate"] == gpus["report"] == {0}
 
@@ -152,7 +157,7 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
         (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"path": "data/Market"}}),
          "data/Market/", "Missing input files for rule prepare_dataset"),
         (lambda c: c["models"]["tiny"].update(pretrained="weights/r18.pth"), "weights/r18.pth",
-         "Missing input files for rule train_stage1"),
+         "Missing input files for rule train"),
     ],
     ids=["archive", "folder", "pretrained"],
 )
@@ -186,7 +191,7 @@ def test_an_archive_deleted_after_extraction_is_not_needed(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
-    write_config(workdir, TINY)
+    write_config(workdir, TINY_REPLICATED)
     snakemake(workdir)
     return workdir
 
@@ -194,13 +199,44 @@ def finished_run(tmp_path_factory):
 def test_full_run_writes_the_report(finished_run):
     html = (finished_run / "results/report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
-    for stage in ("stage1", "stage2", "stage2_control"):
-        for name in ("model.pt", "history.csv", "anchors.json", "metrics.json", "ranking.json"):
-            assert (finished_run / "results/tiny" / stage / name).is_file(), (stage, name)
-    assert (finished_run / "results/tiny/stage1/tb").is_dir()
-    assert (finished_run / "logs/train_stage1/tiny.log").read_text().count("stage1 epoch") == 2
-    control = pd.read_csv(finished_run / "results/tiny/stage2_control/history.csv")
-    assert "loss_anchor" not in control and "loss_anchor" in pd.read_csv(finished_run / "results/tiny/stage2/history.csv")
+    for rep in ("rep0", "rep1"):
+        for stage in ("stage1", "stage2", "stage2_control"):
+            for name in ("model.pt", "history.csv", "anchors.json", "metrics.json", "ranking.json", "per_query.csv"):
+                assert (finished_run / "results/tiny" / rep / stage / name).is_file(), (rep, stage, name)
+    assert (finished_run / "results/tiny/rep0/stage1/tb").is_dir()
+    assert (finished_run / "logs/train/tiny_rep0_stage1.log").read_text().count("stage1 epoch") == 2
+    control = pd.read_csv(finished_run / "results/tiny/rep0/stage2_control/history.csv")
+    stage2 = pd.read_csv(finished_run / "results/tiny/rep0/stage2/history.csv")
+    assert "loss_anchor" not in control and "loss_anchor" in stage2
+
+
+def test_replicates_train_with_their_own_seeds(finished_run):
+    # Replicate r trains with seed + r: the same data, other weights.
+    a, b = (torch.load(finished_run / f"results/tiny/rep{r}/stage1/model.pt", weights_only=True) for r in (0, 1))
+    assert a["pids"] == b["pids"]
+    assert not torch.equal(a["state_dict"]["classifier.weight"], b["state_dict"]["classifier.weight"])
+
+
+def test_summary_and_report_show_every_replicate_and_the_intervals(finished_run):
+    summary = pd.read_csv(finished_run / "results/summary.csv")
+    assert len(summary) == 6 and set(summary["replicate"]) == {0, 1}
+    assert set(summary["arm"]) == {"stage1", "stage2", "stage2_control"}
+    assert summary.groupby("replicate")["seed"].first().tolist() == [0, 1]
+    for _, row in summary.iterrows():
+        metrics = json.loads((finished_run / f"results/tiny/rep{row.replicate}/{row.arm}/metrics.json").read_text())
+        assert row["mAP"] == metrics["mAP"] and row["R1"] == metrics["R1"]
+    md = (finished_run / "results/report.md").read_text()
+    assert md.count("| 0 | Stage") == 3 and md.count("| 1 | Stage") == 3 and md.count("| mean ± sd |") == 3
+    assert "95% Student t over the 2 replicates" in md
+    assert re.search(r"tiny: the anchor loss's (mAP \w+|gain) over the control is (not )?distinguishable from zero", md)
+
+
+def test_more_replicates_train_only_the_new_ones(finished_run, tmp_path):
+    copy_dir = _edited(finished_run, tmp_path, lambda c: c["experiments"]["tiny"].update(replicates=3))
+    out = snakemake(copy_dir, "-n").stdout
+    assert planned_jobs(copy_dir) == Counter(
+        {"train": 3, "anchors": 3, "extract_features": 3, "evaluate": 3, "report": 1, "all": 1})
+    assert "rep0" not in out.split("rule report", 1)[0] and "rep1" not in out.split("rule report", 1)[0]
 
 
 def test_snakemakes_own_report_labels_every_figure(finished_run, tmp_path):
@@ -218,7 +254,7 @@ def test_finished_workflow_has_nothing_to_do(finished_run):
 
 def test_reordered_dataset_keys_are_no_change(finished_run, tmp_path):
     copy_dir = _edited(finished_run, tmp_path, lambda c: None)
-    config = copy.deepcopy(TINY)
+    config = copy.deepcopy(TINY_REPLICATED)
     config["datasets"]["synthetic"] = dict(reversed(config["datasets"]["synthetic"].items()))
     (copy_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     assert planned_jobs(copy_dir) == Counter()
@@ -228,20 +264,21 @@ def test_a_forced_rerun_of_stage1_retrains_nothing(finished_run, tmp_path):
     # Stage 1 resumes its finished checkpoint and rewrites the same model.pt byte for byte,
     # so stage 2 and the control, which fingerprint that file, resume theirs too.
     copy_dir = _edited(finished_run, tmp_path, lambda c: None)
-    before = (copy_dir / "results/tiny/stage1/model.pt").read_bytes()
-    # --until: the three trainings and what they need (stage 1's anchors), not the evaluations.
-    snakemake(copy_dir, "--forcerun", "train_stage1", "--until", "train_stage2", "train_stage2_control")
-    assert (copy_dir / "results/tiny/stage1/model.pt").read_bytes() == before
-    for rule in ("train_stage1", "train_stage2", "train_stage2_control"):
-        log = (copy_dir / f"logs/{rule}/tiny.log").read_text()
-        assert "resuming from" in log and " epoch 1/" not in log, (rule, log[-2000:])
+    stage = "results/tiny/rep0/{}/model.pt".format
+    before = (copy_dir / stage("stage1")).read_bytes()
+    # --until: replicate 0's three trainings and what they need (stage 1's anchors), not the evaluations.
+    snakemake(copy_dir, "--forcerun", stage("stage1"), "--until", stage("stage2"), stage("stage2_control"))
+    assert (copy_dir / stage("stage1")).read_bytes() == before
+    for name in ("stage1", "stage2", "stage2_control"):
+        log = (copy_dir / f"logs/train/tiny_rep0_{name}.log").read_text()
+        assert "resuming from" in log and " epoch 1/" not in log, (name, log[-2000:])
 
 
 def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
     """A copy of the finished run with an edited config (timestamps and metadata kept)."""
     copy_dir = tmp_path / "copy"
     shutil.copytree(workdir, copy_dir, symlinks=True)
-    config = copy.deepcopy(TINY)
+    config = copy.deepcopy(TINY_REPLICATED)
     edit(config)
     write_config(copy_dir, config)
     return copy_dir
@@ -251,15 +288,14 @@ def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
     "edit, expected",
     [
         # a stage-2 setting: stage 2 and everything after it, never stage 1
+        # (both replicates: stage 2 and its control)
         (lambda c: c["experiments"]["tiny"]["stage2"].update(optimizer={"lr": 1e-5}),
-         {"train_stage2": 1, "train_stage2_control": 1, "anchors": 2, "extract_features": 2, "evaluate": 2,
-          "report": 1, "all": 1}),
+         {"train": 4, "anchors": 4, "extract_features": 4, "evaluate": 4, "report": 1, "all": 1}),
         # a stage-1 setting: from stage 1 on
         (lambda c: c["experiments"]["tiny"]["stage1"].update(epochs=3),
-         {"train_stage1": 1, "train_stage2": 1, "train_stage2_control": 1, "anchors": 3, "extract_features": 3,
-          "evaluate": 3, "report": 1, "all": 1}),
+         {"train": 6, "anchors": 6, "extract_features": 6, "evaluate": 6, "report": 1, "all": 1}),
         # an evaluation-only setting: evaluation and the report
-        (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 3, "report": 1, "all": 1}),
+        (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 6, "report": 1, "all": 1}),
         # a report-only setting: the report
         (lambda c: c["report"].update(title="another title"), {"report": 1, "all": 1}),
         # where compiled kernels are kept, how often a stage checkpoints, how many batches it

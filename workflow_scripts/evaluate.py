@@ -12,5 +12,6 @@ if __name__ == "__main__":
             from_dict(EvalConfig, snakemake.params.eval, "eval"),
             Path(snakemake.output.metrics),
             Path(snakemake.output.ranking),
+            Path(snakemake.output.per_query),
             num_threads=snakemake.threads,
         )

@@ -11,4 +11,5 @@ if __name__ == "__main__":
             snakemake.output.html,
             snakemake.output.md,
             from_dict(ReportConfig, snakemake.params.report, "report"),
+            snakemake.output.summary,
         )

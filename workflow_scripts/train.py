@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from clusteralign.config import EvalConfig, FeatureConfig, ModelConfig, build_experiments, from_dict, with_run_settings
+from clusteralign.config import EvalConfig, FeatureConfig, ModelConfig, from_dict, with_run_settings
 from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
 from clusteralign.train.launch import run_stage
@@ -9,15 +9,13 @@ from clusteralign.train.trainer import StageSpec
 # Guarded: worker processes (spawned) import this file again and must not rerun the step.
 if __name__ == "__main__":
     with workflow_step(snakemake):
-        inputs, params = snakemake.input, snakemake.params
-        # Settings that change no output are not parameters (no rerun); they come from the config.
-        configured = getattr(build_experiments(snakemake.config)[snakemake.wildcards.experiment], params.stage_name)
+        inputs, params, stage = snakemake.input, snakemake.params, snakemake.wildcards.stage
         run_stage(
             StageSpec(
-                name=params.stage_name,
+                name=stage,
                 manifest=read_manifest(inputs.manifest),
                 model=from_dict(ModelConfig, params.model, "model"),
-                stage=with_run_settings(params.stage, configured, params.stage_name),
+                stage=with_run_settings(params.stage, params.run_only, stage),
                 features=from_dict(FeatureConfig, params.features, "features"),
                 validation=from_dict(EvalConfig, params.validation, "validation"),
                 out_dir=Path(snakemake.output.model).parent,

@@ -54,12 +54,18 @@ class RankResult:
     mINP: float
     num_valid: int
     num_skipped: int
+    # Per query, in query order: the 0-based rank of its first true match (-1: skipped, no
+    # true match), its AP and INP (NaN when skipped). Paired comparisons resample these.
+    first_match: np.ndarray
+    ap: np.ndarray
+    inp: np.ndarray
 
     def __post_init__(self) -> None:
-        cmc = np.array(self.cmc, dtype=np.float64)
-        # The dataclass is frozen; make the curve read-only too so the result cannot drift.
-        cmc.setflags(write=False)
-        object.__setattr__(self, "cmc", cmc)
+        # The dataclass is frozen; make the arrays read-only too so the result cannot drift.
+        for name, dtype in (("cmc", np.float64), ("first_match", np.int64), ("ap", np.float64), ("inp", np.float64)):
+            values = np.array(getattr(self, name), dtype=dtype)
+            values.setflags(write=False)
+            object.__setattr__(self, name, values)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the metrics as JSON-ready Python scalars; R-k only where k <= len(cmc)."""
@@ -139,6 +145,9 @@ def evaluate_rank(
         mINP=float(inp[valid].mean()),
         num_valid=num_valid,
         num_skipped=num_skipped,
+        first_match=np.where(valid, first, -1),
+        ap=np.where(valid, ap, np.nan),
+        inp=np.where(valid, inp, np.nan),
     )
 
 

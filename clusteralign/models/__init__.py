@@ -27,14 +27,15 @@ __all__ = ["ABDNet", "FAMILIES", "FtNet", "MGN", "PCB", "ReIDOutput", "StrongBas
 
 def _build_baseline(cfg: ModelConfig, num_classes: int, load_pretrained: bool) -> nn.Module:
     model = StrongBaseline(num_classes, backbone=cfg.backbone, base_width=cfg.base_width,
-                           last_stride=cfg.last_stride, neck=cfg.neck)
+                           last_stride=cfg.last_stride, neck=cfg.neck, stem_relu=cfg.has_stem_relu())
     if load_pretrained:
         load_backbone_weights(model.base, cfg.backbone, cfg.pretrained, cfg.allow_download)
     return model
 
 
 def _trunk(cfg: ModelConfig, load_pretrained: bool, last_stride: int) -> nn.Module:
-    trunk = build_backbone(cfg.backbone, base_width=cfg.base_width, last_stride=last_stride)
+    trunk = build_backbone(cfg.backbone, base_width=cfg.base_width, last_stride=last_stride,
+                           stem_relu=cfg.has_stem_relu())
     if load_pretrained:
         load_backbone_weights(trunk, cfg.backbone, cfg.pretrained, cfg.allow_download)
     return trunk

@@ -25,6 +25,7 @@ class StrongBaseline(nn.Module):
         base_width: channels of the first stage (64 = the standard network).
         last_stride: stride of the last stage.
         neck: "bnneck", or "none" for the plain baseline (f_i = f_t, classifier with bias).
+        stem_relu: a ReLU after the stem's batch norm (see resnet.ResNet).
     """
 
     def __init__(
@@ -34,11 +35,12 @@ class StrongBaseline(nn.Module):
         base_width: int = 64,
         last_stride: int = 1,
         neck: str = "bnneck",
+        stem_relu: bool = True,
     ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        self.base = build_backbone(backbone, base_width=base_width, last_stride=last_stride)
+        self.base = build_backbone(backbone, base_width=base_width, last_stride=last_stride, stem_relu=stem_relu)
         self.feat_dim = self.base.out_channels
         self.feature_dim = self.feat_dim  # width of each `features` entry (triplet / centre losses)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -39,9 +39,13 @@ class ModelFile:
     def load(cls, path: str | os.PathLike) -> "ModelFile":
         """Read a model file written by `save`, with a clear error for anything else."""
         obj = torch_load_mapping(path, ("model", "num_classes", "pids", "state_dict"), "a clusteralign model file")
+        model = obj["model"]
+        if isinstance(model, dict) and "stem_relu" not in model:
+            # Written before `stem_relu` existed, when every network's stem ended in a ReLU.
+            model = {**model, "stem_relu": True}
         try:
             return cls(
-                model_cfg=from_dict(ModelConfig, obj["model"], f"{path}:model"),
+                model_cfg=from_dict(ModelConfig, model, f"{path}:model"),
                 num_classes=int(obj["num_classes"]),
                 pids=list(obj["pids"]),
                 state_dict=obj["state_dict"],

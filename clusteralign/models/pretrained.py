@@ -1,6 +1,8 @@
 """ImageNet weights for the backbones, from the local torch cache or a file; never a silent download.
 
-torchvision's backbones use its own ImageNet files; ResNet-50-IBN-a and SE-ResNeXt-50 their
+torchvision's backbones use its own ImageNet files: `imagenet` its current default weights,
+`imagenet_v1` the original files it shipped until 2022 (ResNet-50: ``resnet50-19c8e357.pth``,
+76.1% top-1), which the paper's reference code loads. ResNet-50-IBN-a and SE-ResNeXt-50 use their
 authors' public checkpoints. All are looked up in the same torch hub cache
 (``$TORCH_HOME/hub/checkpoints``), loaded with ``weights_only=True`` and checked key by key.
 """
@@ -43,8 +45,23 @@ PUBLIC_WEIGHTS: dict[str, WeightSource] = {
 }
 
 
-def weight_source(arch: str) -> WeightSource:
-    """The ImageNet checkpoint of backbone `arch`."""
+# torchvision's original ResNet files (its `model_urls` before the multi-weight API); the names'
+# hex part is a SHA-256 prefix, as for its current files.
+ORIGINAL_TORCHVISION_WEIGHTS: dict[str, str] = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-5c106cde.pth",
+    "resnet34": "https://download.pytorch.org/models/resnet34-333f7ec4.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth",
+}
+
+
+def weight_source(arch: str, spec: str = "imagenet") -> WeightSource:
+    """The ImageNet checkpoint of backbone `arch` that `spec` ("imagenet" or "imagenet_v1") names."""
+    if spec == "imagenet_v1":
+        if arch not in ORIGINAL_TORCHVISION_WEIGHTS:
+            raise PretrainedWeightsError(f"imagenet_v1 names torchvision's original ResNet files; backbone {arch!r} "
+                                         "has none: use `imagenet`")
+        return WeightSource(ORIGINAL_TORCHVISION_WEIGHTS[arch], "fc.", True)
     if arch in PUBLIC_WEIGHTS:
         return PUBLIC_WEIGHTS[arch]
     import torchvision
@@ -56,9 +73,9 @@ def weight_source(arch: str) -> WeightSource:
     return WeightSource(url, "fc.", True)
 
 
-def imagenet_cache_path(arch: str) -> Path:
-    """Where torch.hub keeps the ImageNet weights of `arch`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weight_source(arch).url)
+def imagenet_cache_path(arch: str, spec: str = "imagenet") -> Path:
+    """Where torch.hub keeps the ImageNet weights of `arch` that `spec` names."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weight_source(arch, spec).url)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -74,8 +91,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def _cached_imagenet_file(arch: str, allow_download: bool) -> Path:
-    source, path = weight_source(arch), imagenet_cache_path(arch)
+def _cached_imagenet_file(arch: str, spec: str, allow_download: bool) -> Path:
+    source, path = weight_source(arch, spec), imagenet_cache_path(arch, spec)
     if path.is_file():
         return path
     if not allow_download:
@@ -95,14 +112,14 @@ def _cached_imagenet_file(arch: str, allow_download: bool) -> Path:
 
 
 def load_backbone_weights(trunk: nn.Module, arch: str, spec: str, allow_download: bool = False) -> None:
-    """Load `spec` ("none", "imagenet", or a file path) into `trunk`, checking keys strictly.
+    """Load `spec` ("none", "imagenet", "imagenet_v1", or a file path) into `trunk`, checking keys strictly.
 
     The checkpoint's ImageNet classifier is dropped; every other key must match.
     """
     if spec == "none":
         return
-    if spec == "imagenet":
-        path = _cached_imagenet_file(arch, allow_download)
+    if spec in ("imagenet", "imagenet_v1"):
+        path = _cached_imagenet_file(arch, spec, allow_download)
     else:
         path = Path(spec)
         if not path.is_file():

@@ -99,6 +99,8 @@ class ResNet(nn.Module):
         base_width: channels of the stem and the first stage (torchvision: 64).
         last_stride: stride of the fourth stage; 1 doubles the final map's resolution (ReID).
         ibn: per stage, whether its blocks start with an IBN layer (IBN-a) instead of BatchNorm.
+        stem_relu: whether the stem's batch norm is followed by a ReLU (torchvision: yes; the
+            paper's reference code left it out of the strong baseline's ResNets).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ResNet(nn.Module):
         base_width: int = 64,
         last_stride: int = 1,
         ibn: IbnStages = NO_IBN,
+        stem_relu: bool = True,
     ):
         super().__init__()
         if base_width < 1:
@@ -115,7 +118,9 @@ class ResNet(nn.Module):
         self.in_ch = base_width
         self.conv1 = nn.Conv2d(3, base_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(base_width)
-        self.relu = nn.ReLU(inplace=True)
+        # A module either way, without parameters: the weights are the same, and the multi-branch
+        # families that reuse the stem's modules (MGN, ABD-Net) follow the choice.
+        self.relu: nn.Module = nn.ReLU(inplace=True) if stem_relu else nn.Identity()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         w = base_width
         self.layer1 = self._make_layer(block, w, layers[0], 1, ibn[0])
@@ -143,20 +148,20 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # relu: nn.Identity without `stem_relu`
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
 
 
-def build_resnet(name: str, base_width: int = 64, last_stride: int = 1) -> ResNet:
+def build_resnet(name: str, base_width: int = 64, last_stride: int = 1, stem_relu: bool = True) -> ResNet:
     """Build a ResNet trunk by name: torchvision's ("resnet18" ... "resnet101") or an IBN-a one ("resnet50_ibn_a")."""
     try:
         block, layers, ibn = ARCHITECTURES[name]
     except KeyError:
         raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
-    return ResNet(block, layers, base_width=base_width, last_stride=last_stride, ibn=ibn)
+    return ResNet(block, layers, base_width=base_width, last_stride=last_stride, ibn=ibn, stem_relu=stem_relu)
 
 
 def set_stage_stride(stage: nn.Sequential, stride: int) -> None:
@@ -175,10 +180,15 @@ def set_stage_stride(stage: nn.Sequential, stride: int) -> None:
 BACKBONES: tuple[str, ...] = tuple(sorted([*ARCHITECTURES, *SE_RESNEXT_ARCHITECTURES]))
 
 
-def build_backbone(name: str, base_width: int = 64, last_stride: int = 1) -> nn.Module:
-    """Any trunk by name: the ResNets above (incl. IBN-a) or SE-ResNeXt; each has `out_channels`."""
+def build_backbone(name: str, base_width: int = 64, last_stride: int = 1, stem_relu: bool = True) -> nn.Module:
+    """Any trunk by name: the ResNets above (incl. IBN-a) or SE-ResNeXt; each has `out_channels`.
+
+    `stem_relu` applies to the ResNets; SE-ResNeXt's stem always ends in a ReLU.
+    """
     if name in SE_RESNEXT_ARCHITECTURES:
+        if not stem_relu:
+            raise ValueError(f"backbone {name!r}: its stem always ends in a ReLU (stem_relu must be true)")
         return build_se_resnext(name, base_width=base_width, last_stride=last_stride)
     if name in ARCHITECTURES:
-        return build_resnet(name, base_width=base_width, last_stride=last_stride)
+        return build_resnet(name, base_width=base_width, last_stride=last_stride, stem_relu=stem_relu)
     raise KeyError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")

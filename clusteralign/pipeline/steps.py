@@ -13,9 +13,9 @@ import torch
 from ..config import RANKING_EXAMPLES, EvalConfig, FeatureConfig, StageConfig
 from ..data.manifest import train_label_pids
 from ..eval.distance import compute_distance_matrix
-from ..eval.rank import evaluate_rank
+from ..eval.rank import RankResult, evaluate_rank
 from ..eval.rerank import re_rank_features
-from ..io import torch_load_mapping, torch_save, write_json
+from ..io import torch_load_mapping, torch_save, write_json, write_text
 from ..models.file import ModelFile
 from ..train.anchors import AnchorSet
 from ..train.data import load_split
@@ -96,11 +96,23 @@ def _examples(dist: np.ndarray, q: dict, g: dict, count: int, top: int = 10) -> 
     return examples
 
 
+def per_query_frame(result: RankResult, query: dict) -> pd.DataFrame:
+    """One row per query: its file, identity, camera, first true match's rank (-1: skipped), AP and INP."""
+    return pd.DataFrame({
+        "path": query["paths"],
+        "pid": np.asarray(query["pids"]),
+        "camid": np.asarray(query["camids"]),
+        "first_match": result.first_match,
+        "ap": result.ap,
+        "inp": result.inp,
+    })
+
+
 def evaluate_feature_file(
-    features_path: Path, cfg: EvalConfig, metrics_out: Path, ranking_out: Path, num_examples: int = RANKING_EXAMPLES,
-    num_threads: int = 0,
+    features_path: Path, cfg: EvalConfig, metrics_out: Path, ranking_out: Path, per_query_out: Path | None = None,
+    num_examples: int = RANKING_EXAMPLES, num_threads: int = 0,
 ) -> dict:
-    """CMC/mAP/mINP of a feature file under the Market protocol, plus ranked-retrieval examples."""
+    """CMC/mAP/mINP of a feature file under the Market protocol, ranked-retrieval examples, per-query results."""
     data = torch_load_mapping(features_path, ("query", "gallery"), "a feature file")
     q, g = data["query"], data["gallery"]
     if cfg.rerank:
@@ -119,6 +131,9 @@ def evaluate_feature_file(
     }
     write_json(metrics_out, metrics)
     write_json(ranking_out, {"examples": _examples(dist, q, g, num_examples)})
+    if per_query_out is not None:
+        # repr-exact floats, so a reader recomputes the very mAP of metrics.json.
+        write_text(per_query_out, per_query_frame(result, q).to_csv(index=False, float_format="%.17g"))
     log.info("%s: R1 %.2f%% mAP %.2f%% mINP %.2f%% (%d valid queries, %d skipped)", os.fspath(features_path),
              100 * metrics["R1"], 100 * metrics["mAP"], 100 * metrics["mINP"], metrics["num_valid"],
              metrics["num_skipped"])

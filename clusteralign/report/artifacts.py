@@ -34,6 +34,8 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 ANCHORS_FILE = "anchors.json"
 RANKING_FILE = "ranking.json"
+PER_QUERY_FILE = "per_query.csv"
+PER_QUERY_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "first_match", "ap", "inp")
 
 
 class ArtifactError(ValueError):
@@ -56,6 +58,8 @@ class ExperimentArtifacts:
     rankings: dict[str, dict[str, Any]]
     # Where each stage was read from, so later errors (a missing retrieval image) can point at it.
     stage_dirs: dict[str, Path] = field(default_factory=dict)
+    # Per stage, one row per query (PER_QUERY_COLUMNS), where the folder has per_query.csv.
+    per_query: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def stages(self) -> list[str]:
@@ -111,7 +115,46 @@ def load_experiment(name: str, description: dict[str, Any], stage_dirs: dict[str
         anchors={s: read_anchors(d / ANCHORS_FILE) for s, d in dirs.items()},
         rankings={s: read_ranking(d / RANKING_FILE) for s, d in dirs.items()},
         stage_dirs=dirs,
+        per_query={s: read_per_query(d / PER_QUERY_FILE) for s, d in dirs.items() if (d / PER_QUERY_FILE).is_file()},
     )
+
+
+@dataclass
+class ReplicatedExperiment:
+    """Every replicate of one experiment (replicate r trained each stage with seed + r)."""
+
+    name: str
+    description: dict[str, Any]
+    replicates: list[ExperimentArtifacts]
+
+    @property
+    def first(self) -> ExperimentArtifacts:
+        """Replicate 0: the one the report draws figures and detailed tables of."""
+        return self.replicates[0]
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages every replicate has, in report order."""
+        return [s for s in STAGES if all(s in rep.metrics for rep in self.replicates)]
+
+    @property
+    def has_control(self) -> bool:
+        return self.first.has_control
+
+
+def load_replicates(name: str, description: dict[str, Any],
+                    replicate_dirs: list[dict[str, Path]]) -> ReplicatedExperiment:
+    """Read every replicate's stage folders (`replicate_dirs[r]` as `load_experiment` takes them)."""
+    if not replicate_dirs:
+        raise ArtifactError(f"experiment {name!r}: no replicate folders given; expected at least replicate 0")
+    expected = description.get("replicates", 1)
+    if expected != len(replicate_dirs):
+        raise ArtifactError(
+            f"experiment {name!r}: the description says replicates: {expected!r}, but folders of "
+            f"{len(replicate_dirs)} replicate(s) were given"
+        )
+    return ReplicatedExperiment(name, description,
+                                [load_experiment(name, description, dirs) for dirs in replicate_dirs])
 
 
 # --------------------------------------------------------------------------- single files
@@ -205,6 +248,31 @@ def read_ranking(path: str | os.PathLike) -> dict[str, Any]:
             if not _is_number(entry["distance"]):
                 raise ArtifactError(f"{path}: {where}.gallery[{j}].distance must be a number")
     return data
+
+
+def read_per_query(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a stage's per-query results: first true match's rank (-1: none), AP and INP per query."""
+    path = Path(path)
+    _require_file(path, "the per-query results written by the evaluation step")
+    try:
+        # Only AP and INP may be missing (empty: a query without a true match); a path never is.
+        df = pd.read_csv(path, dtype={"path": str}, keep_default_na=False, na_values={"ap": [""], "inp": [""]})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: cannot be read as a CSV table ({err}); expected one row per query") from None
+    missing = [c for c in PER_QUERY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(PER_QUERY_COLUMNS)}")
+    if df.empty:
+        raise ArtifactError(f"{path}: has no rows; expected one row per query")
+    for column in ("first_match", "ap", "inp"):
+        if not pd.api.types.is_numeric_dtype(df[column]):
+            raise ArtifactError(f"{path}: column {column!r} must be numeric")
+    scored = df["first_match"] >= 0
+    for column in ("ap", "inp"):
+        values = df.loc[scored, column]
+        if values.isna().any() or (values < 0).any() or (values > 1).any():
+            raise ArtifactError(f"{path}: column {column!r} must hold fractions in [0, 1] for every scored query")
+    return df
 
 
 # --------------------------------------------------------------------------- helpers

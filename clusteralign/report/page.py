@@ -19,57 +19,32 @@ from typing import Any, Iterable
 
 from ..config import ReportConfig
 from ..io import write_bytes
-from .artifacts import CONTROL, METRIC_KEYS, STAGE_LABELS, ArtifactMissingError, ExperimentArtifacts
+from .artifacts import (
+    CONTROL,
+    METRIC_KEYS,
+    STAGE_LABELS,
+    ArtifactMissingError,
+    ExperimentArtifacts,
+    ReplicatedExperiment,
+)
 from .figures import ANCHORS, CMC, FIGURE_KEYS, LEARNING_CURVES, RETRIEVAL
-
-DASH = "\u2014"
-DELTA = "\u0394"
-MINUS = "\u2212"
+from .replicates import (
+    Comparisons,
+    arm_values,
+    comparisons,
+    difference_table,
+    interval_cell,
+    method_note,
+    replicate_table,
+    verdict,
+)
+from .statistics import mean_sd
+from .tables import DASH, DELTA, MINUS, Cell, Table, cell, delta_cell, percent, percent_spread
 
 
 class ReportInputError(ValueError):
     """The arguments of `write_report` do not fit together (unknown experiment or figure names)."""
 
-
-# --------------------------------------------------------------------------- a format-neutral page model
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A table cell: its text and, for deltas, the sign class that colours it in HTML."""
-
-    text: str
-    tone: str = ""  # "pos", "neg" or "" (neutral)
-
-
-@dataclass(frozen=True)
-class Table:
-    """A table rendered identically (up to markup) into HTML and Markdown."""
-
-    header: list[str]
-    rows: list[list[Cell]]
-    numeric_from: int = 1  # columns at and after this index are right-aligned
-
-
-def _c(text: Any) -> Cell:
-    return Cell(str(text))
-
-
-def _pct(v: float | None) -> str:
-    return DASH if v is None else f"{100.0 * v:.1f}"
-
-
-def _delta_cell(d: float | None, higher_is_better: bool | None = True, fmt: str = "+.1f") -> Cell:
-    """A signed delta, coloured by whether the *displayed* value is better or worse (None: never coloured)."""
-    if d is None or not math.isfinite(d):
-        return Cell(DASH)
-    text = format(d, fmt)
-    if float(text) == 0.0:
-        return Cell(text.lstrip("+-"))
-    if higher_is_better is None:
-        return Cell(text)
-    better = (float(text) > 0) == higher_is_better
-    return Cell(text, "pos" if better else "neg")
 
 
 def _num(v: float | None) -> str:
@@ -120,33 +95,47 @@ def _delta(exp: ExperimentArtifacts, key: str, source: str = "metrics", base: st
 DELTA_VS_STAGE1 = f"{DELTA} stage 2 {MINUS} stage 1"
 DELTA_VS_CONTROL = f"{DELTA} stage 2 {MINUS} control"
 _VS_CONTROL_MEANS = "anchor loss alone"
-SUMMARY_VS_CONTROL = f"{DELTA} mAP vs control (pp)"
+SUMMARY_VS_CONTROL = f"{DELTA} mAP vs control (pp) [95% CI]"
 
 
-def summary_table(experiments: list[ExperimentArtifacts]) -> Table:
-    """One row per experiment: stage-1 and stage-2 R1/mAP and their deltas in percentage points.
+def _mean_cell(rexp: ReplicatedExperiment, stage: str, key: str) -> Cell:
+    if stage not in rexp.stages:
+        return cell(DASH)
+    return cell(percent_spread(*mean_sd(arm_values(rexp, stage, key))))
 
-    When any experiment has the control run, a last column gives stage 2 \u2212 control mAP
-    (\u2014 for experiments without one).
+
+def _mean_delta(rexp: ReplicatedExperiment, key: str, base: str = "stage1") -> float | None:
+    """Mean over replicates of stage 2 \u2212 `base`, in pp; None when either arm is missing."""
+    if not {base, "stage2"} <= set(rexp.stages):
+        return None
+    diffs = [b - a for a, b in zip(arm_values(rexp, base, key), arm_values(rexp, "stage2", key))]
+    return 100.0 * sum(diffs) / len(diffs)
+
+
+def summary_table(experiments: list[ReplicatedExperiment], comps: dict[str, Comparisons]) -> Table:
+    """One row per experiment: stage-1 and stage-2 R1/mAP (mean ± sd over replicates) and their deltas in pp.
+
+    When any experiment has the control run, a last column gives stage 2 − control mAP with its
+    95% confidence interval (— for experiments without one).
     """
-    with_control = any(exp.has_control for exp in experiments)
+    with_control = any(rexp.has_control for rexp in experiments)
     rows = []
-    for exp in experiments:
+    for rexp in experiments:
         row = [
-            _c(exp.name),
-            _c(exp.description.get("dataset", DASH)),
-            _c(model_name(exp.description)),
-            _c(_pct(_metric(exp, "stage1", "R1"))),
-            _c(_pct(_metric(exp, "stage1", "mAP"))),
-            _c(_pct(_metric(exp, "stage2", "R1"))),
-            _c(_pct(_metric(exp, "stage2", "mAP"))),
-            _delta_cell(_delta(exp, "R1")),
-            _delta_cell(_delta(exp, "mAP")),
+            cell(rexp.name),
+            cell(rexp.description.get("dataset", DASH)),
+            cell(model_name(rexp.description)),
+            cell(len(rexp.replicates)),
+            *(_mean_cell(rexp, stage, key) for stage in ("stage1", "stage2") for key in ("R1", "mAP")),
+            delta_cell(_mean_delta(rexp, "R1")),
+            delta_cell(_mean_delta(rexp, "mAP")),
         ]
         if with_control:
-            row.append(_delta_cell(_delta(exp, "mAP", base=CONTROL)))
+            interval = comps[rexp.name].get(CONTROL, {}).get("mAP")
+            # Without an interval (one run, no per-query results), the difference alone.
+            row.append(interval_cell(interval) if interval else delta_cell(_mean_delta(rexp, "mAP", CONTROL)))
         rows.append(row)
-    header = ["Experiment", "Dataset", "Model", "Stage 1 R1 (%)", "Stage 1 mAP (%)", "Stage 2 R1 (%)",
+    header = ["Experiment", "Dataset", "Model", "Replicates", "Stage 1 R1 (%)", "Stage 1 mAP (%)", "Stage 2 R1 (%)",
               "Stage 2 mAP (%)", f"{DELTA}R1 (pp)", f"{DELTA}mAP (pp)"]
     if with_control:
         header.append(SUMMARY_VS_CONTROL)
@@ -155,12 +144,12 @@ def summary_table(experiments: list[ExperimentArtifacts]) -> Table:
 
 def metrics_table(exp: ExperimentArtifacts) -> Table:
     """R1/R5/R10/mAP/mINP (%) of every stage (the control too), then stage 2 \u2212 stage 1 and \u2212 control."""
-    rows = [[_c(STAGE_LABELS[s]), *(_c(_pct(_metric(exp, s, k))) for k in METRIC_KEYS)]
+    rows = [[cell(STAGE_LABELS[s]), *(cell(percent(_metric(exp, s, k))) for k in METRIC_KEYS)]
             for s in exp.stages if s in exp.metrics]
     labels = {"stage1": f"{DELTA_VS_STAGE1} (pp)", CONTROL: f"{DELTA_VS_CONTROL} ({_VS_CONTROL_MEANS}, pp)"}
     for base, label in labels.items():
         if base in exp.metrics and "stage2" in exp.metrics:
-            rows.append([_c(label), *(_delta_cell(_delta(exp, k, base=base)) for k in METRIC_KEYS)])
+            rows.append([cell(label), *(delta_cell(_delta(exp, k, base=base)) for k in METRIC_KEYS)])
     return Table(["", *(f"{k} (%)" for k in METRIC_KEYS)], rows)
 
 
@@ -172,20 +161,20 @@ def anchor_table(exp: ExperimentArtifacts) -> Table:
         if diag is None:
             continue
         own, other, ratio = float(diag["anchor_dist_own"]), float(diag["anchor_dist_other"]), _ratio(diag)
-        rows.append([_c(STAGE_LABELS[s]), _c(_num(own)), _c(_num(other)),
-                     _c(DASH if ratio is None else f"{ratio:.3f}"), _c(diag.get("num_identities", DASH))])
+        rows.append([cell(STAGE_LABELS[s]), cell(_num(own)), cell(_num(other)),
+                     cell(DASH if ratio is None else f"{ratio:.3f}"), cell(diag.get("num_identities", DASH))])
     labels = {"stage1": DELTA_VS_STAGE1, CONTROL: f"{DELTA_VS_CONTROL} ({_VS_CONTROL_MEANS})"}
     for base, label in labels.items():
         if base not in exp.anchors or "stage2" not in exp.anchors:
             continue
         r1, r2 = _ratio(exp.anchors[base]), _ratio(exp.anchors["stage2"])
         rows.append([
-            _c(label),
+            cell(label),
             # Raw distances move with the feature scale, so only the scale-free ratio is judged.
-            _delta_cell(_delta(exp, "anchor_dist_own", "anchors", base), higher_is_better=None, fmt="+.4g"),
-            _delta_cell(_delta(exp, "anchor_dist_other", "anchors", base), higher_is_better=None, fmt="+.4g"),
-            _delta_cell(None if r1 is None or r2 is None else r2 - r1, higher_is_better=False, fmt="+.3f"),
-            _c(""),
+            delta_cell(_delta(exp, "anchor_dist_own", "anchors", base), higher_is_better=None, fmt="+.4g"),
+            delta_cell(_delta(exp, "anchor_dist_other", "anchors", base), higher_is_better=None, fmt="+.4g"),
+            delta_cell(None if r1 is None or r2 is None else r2 - r1, higher_is_better=False, fmt="+.3f"),
+            cell(""),
         ])
     return Table(["", "own anchor", "nearest other anchor", "own / other", "identities"], rows)
 
@@ -213,11 +202,22 @@ def _losses(loss: Any) -> str | None:
     return " + ".join(terms) if terms else None
 
 
+def _batches(stage_cfg: Any) -> str | None:
+    sampler = _get(stage_cfg, "sampler")
+    if sampler == "random":
+        return f"random batches of {_get(stage_cfg, 'batch_size')}"
+    p, k = _get(stage_cfg, "num_identities"), _get(stage_cfg, "num_instances")
+    return f"P\u00d7K batches of {p}\u00d7{k}" if sampler == "pk" and p and k else None
+
+
 def _stage_facts(stage_cfg: Any, history: Any) -> str:
     parts = []
     epochs = _get(stage_cfg, "epochs")
     if epochs is not None:
         parts.append(f"{epochs} epochs")
+    batches = _batches(stage_cfg)
+    if batches:
+        parts.append(batches)
     lr = _get(stage_cfg, "optimizer", "lr")
     if lr is not None:
         opt = _get(stage_cfg, "optimizer", "name")
@@ -281,19 +281,22 @@ def setup_table(exp: ExperimentArtifacts) -> Table:
         model_text = " \u00b7 ".join(bits)
     else:
         model_text = model_name(desc)
-    rows = [[_c("Dataset"), _c(desc.get("dataset", DASH))], [_c("Model"), _c(model_text)]]
+    rows = [[cell("Dataset"), cell(desc.get("dataset", DASH))], [cell("Model"), cell(model_text)]]
+    count = desc.get("replicates", 1)
+    if isinstance(count, int) and count > 1:
+        rows.append([cell("Replicates"), cell(f"{count}, replicate r trains every stage with seed + r")])
     for s in ("stage1", "stage2"):
         if s in desc or s in exp.histories:
-            rows.append([_c(STAGE_LABELS[s]), _c(_stage_facts(desc.get(s), exp.histories.get(s)))])
+            rows.append([cell(STAGE_LABELS[s]), cell(_stage_facts(desc.get(s), exp.histories.get(s)))])
     if exp.has_control:
         facts = _stage_facts(_without_anchor_loss(desc.get("stage2")), exp.histories.get(CONTROL))
-        rows.append([_c(STAGE_LABELS[CONTROL]), _c(f"as stage 2, anchor-loss weight 0 \u00b7 {facts}")])
+        rows.append([cell(STAGE_LABELS[CONTROL]), cell(f"as stage 2, anchor-loss weight 0 \u00b7 {facts}")])
     evals = {s: _eval_facts(exp.metrics[s]) for s in exp.stages if s in exp.metrics}
     if len(set(evals.values())) == 1:
-        rows.append([_c("Evaluation"), _c(next(iter(evals.values())))])
+        rows.append([cell("Evaluation"), cell(next(iter(evals.values())))])
     else:
         for s, text in evals.items():
-            rows.append([_c(f"Evaluation, {STAGE_LABELS[s]}"), _c(text)])
+            rows.append([cell(f"Evaluation, {STAGE_LABELS[s]}"), cell(text)])
     return Table(["Setting", "Value"], rows, numeric_from=99)
 
 
@@ -414,10 +417,10 @@ def _html_table(table: Table) -> str:
     body = []
     for row in table.rows:
         cells = []
-        for i, cell in enumerate(row):
-            classes = (["num"] if i >= table.numeric_from else []) + ([cell.tone] if cell.tone else [])
+        for i, c in enumerate(row):
+            classes = (["num"] if i >= table.numeric_from else []) + ([c.tone] if c.tone else [])
             attr = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{attr}>{_esc(cell.text)}</td>")
+            cells.append(f"<td{attr}>{_esc(c.text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
@@ -451,51 +454,66 @@ def _md_figure(fig: PlacedFigure, md_dir: Path) -> str:
 class _Section:
     """One experiment's part of the page, as blocks both renderers walk in the same order."""
 
-    exp: ExperimentArtifacts
+    rexp: ReplicatedExperiment
     slug: str
     figures: dict[str, PlacedFigure]
+    comps: Comparisons
 
     def blocks(self) -> Iterable[tuple[str, Any]]:
-        exp, figs = self.exp, self.figures
+        rexp, figs, comps = self.rexp, self.figures, self.comps
+        exp = rexp.first
+        yield "h3", "Replicates" if len(rexp.replicates) > 1 else "Result"
+        yield "table", replicate_table(rexp)
+        if comps:
+            yield "h3", "Paired differences"
+            yield "table", difference_table(comps)
+        yield "p", method_note(comps)
+        yield "p", verdict(rexp, comps)
+        # The rest shows one run: with several replicates, replicate 0.
+        of = " (replicate 0)" if len(rexp.replicates) > 1 else ""
         yield "h3", "Setup"
         yield "table", setup_table(exp)
-        yield "h3", "Stage 1 vs stage 2" + (" vs control" if exp.has_control else "")
+        yield "h3", "Stage 1 vs stage 2" + (" vs control" if exp.has_control else "") + of
         yield "table", metrics_table(exp)
         if LEARNING_CURVES in figs:
-            yield "h3", "Learning curves"
+            yield "h3", "Learning curves" + of
             yield "figure", figs[LEARNING_CURVES]
         if CMC in figs:
-            yield "h3", "CMC"
+            yield "h3", "CMC" + of
             yield "figure", figs[CMC]
         if exp.anchors or ANCHORS in figs:
-            yield "h3", "Anchor diagnostics"
+            yield "h3", "Anchor diagnostics" + of
             if exp.anchors:
                 yield "table", anchor_table(exp)
             if ANCHORS in figs:
                 yield "figure", figs[ANCHORS]
         retrieval = [figs[RETRIEVAL[s]] for s in exp.stages if s in RETRIEVAL and RETRIEVAL[s] in figs]
         if retrieval:
-            yield "h3", "Ranked retrieval"
+            yield "h3", "Ranked retrieval" + of
             for fig in retrieval:
                 yield "figure", fig
 
 
-def _render_html(title: str, summary: Table, notes: tuple[str, ...], sections: list[_Section]) -> str:
+def _render_html(title: str, summary: Table, verdicts: list[str], notes: tuple[str, ...],
+                 sections: list[_Section]) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_esc(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
            f"<h1>{_esc(title)}</h1>", f"<p>{_esc(INTRO)}</p>", "<h2>Summary</h2>", _html_table(summary),
+           *(f"<p>{_esc(v)}</p>" for v in verdicts),
            "<h2>How to read this report</h2>", '<ul class="notes">',
            *(f"<li>{_esc(note)}</li>" for note in notes), "</ul>"]
     if sections:
         out += ["<nav><h2>Experiments</h2><ul>",
-                *(f'<li><a href="#{s.slug}">{_esc(s.exp.name)}</a></li>' for s in sections), "</ul></nav>"]
+                *(f'<li><a href="#{s.slug}">{_esc(s.rexp.name)}</a></li>' for s in sections), "</ul></nav>"]
     for section in sections:
         out.append(f'<section id="{section.slug}">')
-        out.append(f"<h2>Experiment {_esc(section.exp.name)}</h2>")
+        out.append(f"<h2>Experiment {_esc(section.rexp.name)}</h2>")
         for kind, block in section.blocks():
             if kind == "h3":
                 out.append(f"<h3>{_esc(block)}</h3>")
+            elif kind == "p":
+                out.append(f"<p>{_esc(block)}</p>")
             elif kind == "table":
                 out.append(_html_table(block))
             else:
@@ -506,16 +524,20 @@ def _render_html(title: str, summary: Table, notes: tuple[str, ...], sections: l
 
 
 def _render_markdown(
-    title: str, summary: Table, notes: tuple[str, ...], sections: list[_Section], md_dir: Path
+    title: str, summary: Table, verdicts: list[str], notes: tuple[str, ...], sections: list[_Section], md_dir: Path
 ) -> str:
-    out = [f"# {_md(title)}", "", _md(INTRO), "", "## Summary", "", _md_table(summary), "", "## How to read this report", ""]
+    out = [f"# {_md(title)}", "", _md(INTRO), "", "## Summary", "", _md_table(summary), ""]
+    out += [line for v in verdicts for line in (_md(v), "")]
+    out += ["## How to read this report", ""]
     out += [f"- {_md(note)}" for note in notes]
     for section in sections:
-        out += ["", f"## Experiment {_md(section.exp.name)}"]
+        out += ["", f"## Experiment {_md(section.rexp.name)}"]
         for kind, block in section.blocks():
             out.append("")
             if kind == "h3":
                 out.append(f"### {_md(block)}")
+            elif kind == "p":
+                out.append(_md(block))
             elif kind == "table":
                 out.append(_md_table(block))
             else:
@@ -524,7 +546,7 @@ def _render_markdown(
 
 
 def write_report(
-    experiments: list[ExperimentArtifacts],
+    experiments: list[ReplicatedExperiment | ExperimentArtifacts],
     figure_paths: dict[str, dict[str, Path]],
     html_path: str | os.PathLike,
     md_path: str | os.PathLike,
@@ -534,8 +556,10 @@ def write_report(
 
     `figure_paths` maps an experiment name to ``{figure key: PNG path}`` as returned by
     `clusteralign.report.figures.make_figures`; the Markdown links to those files relative to
-    its own folder.
+    its own folder. An `ExperimentArtifacts` is an experiment of one replicate.
     """
+    experiments = [e if isinstance(e, ReplicatedExperiment) else ReplicatedExperiment(e.name, e.description, [e])
+                   for e in experiments]
     names = [exp.name for exp in experiments]
     if len(set(names)) != len(names):
         raise ReportInputError(f"experiment names must be unique, got {names}")
@@ -553,11 +577,13 @@ def write_report(
             )
     html_path, md_path = Path(html_path), Path(md_path)
     taken: set[str] = set()
-    sections = [_Section(exp, _slug(exp.name, taken), _figures(exp, figure_paths.get(exp.name, {})))
-                for exp in experiments]
-    summary, notes = summary_table(experiments), reading_notes(experiments)
+    comps = {rexp.name: comparisons(rexp) for rexp in experiments}
+    sections = [_Section(rexp, _slug(rexp.name, taken), _figures(rexp.first, figure_paths.get(rexp.name, {})),
+                         comps[rexp.name]) for rexp in experiments]
+    summary, notes = summary_table(experiments, comps), reading_notes([rexp.first for rexp in experiments])
+    verdicts = [verdict(rexp, comps[rexp.name]) for rexp in experiments]
     # The HTML is pure ASCII (character references), so no reader can mistake its encoding.
-    page = _render_html(title, summary, notes, sections).encode("ascii", "xmlcharrefreplace")
+    page = _render_html(title, summary, verdicts, notes, sections).encode("ascii", "xmlcharrefreplace")
     write_bytes(html_path, page)
-    write_bytes(md_path, _render_markdown(title, summary, notes, sections, md_path.parent).encode("utf-8"))
+    write_bytes(md_path, _render_markdown(title, summary, verdicts, notes, sections, md_path.parent).encode("utf-8"))
     return html_path, md_path

@@ -20,7 +20,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 Interpolation = Literal["bicubic", "bilinear"]
-ErasingFill = Literal["reference", "mean", "normal"]
+ErasingFill = Literal["zero", "mean_values", "normal"]
 
 
 class AugmentInputError(ValueError):
@@ -33,11 +33,12 @@ class AugmentSpec:
 
     ``erasing_fill`` chooses what an erased box holds, in normalised space:
 
-    - ``"reference"`` (default): the per-channel ImageNet mean *values* (0.485, 0.456,
-      0.406) written into the already-normalised tensor, exactly what the strong
-      baseline's ``RandomErasing(mean=PIXEL_MEAN)`` does after ``Normalize`` (a light
-      grey box, not the mean colour);
-    - ``"mean"``: 0 in every channel, i.e. the ImageNet mean colour;
+    - ``"zero"`` (default): 0 in every channel, i.e. the ImageNet mean colour, as the
+      paper's reference code erases (``RandomErasing(mean=(0, 0, 0))`` after ``Normalize``);
+    - ``"mean_values"``: the per-channel ImageNet mean *values* (0.485, 0.456, 0.406)
+      written into the already-normalised tensor, exactly what reid-strong-baseline's
+      ``RandomErasing(mean=PIXEL_MEAN)`` does after ``Normalize`` (a light grey box, not
+      the mean colour);
     - ``"normal"``: independent standard-normal values per pixel and channel.
 
     Erasing follows Zhong et al. / the reference: with probability
@@ -53,7 +54,7 @@ class AugmentSpec:
     random_erasing_prob: float = 0.5
     erasing_area: tuple[float, float] = (0.02, 0.4)
     erasing_ratio: float = 0.3
-    erasing_fill: ErasingFill = "reference"
+    erasing_fill: ErasingFill = "zero"
     erasing_attempts: int = 100
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -206,9 +207,9 @@ def _erase(x: torch.Tensor, u: torch.Tensor, spec: AugmentSpec, generator: torch
     in_rows = (r >= top.unsqueeze(1)) & (r < (top + box_h).unsqueeze(1))
     in_cols = (col >= left.unsqueeze(1)) & (col < (left + box_w).unsqueeze(1))
     mask = (in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & do_erase.view(n, 1, 1)).unsqueeze(1)
-    if spec.erasing_fill == "reference":
+    if spec.erasing_fill == "mean_values":
         fill = _channel_constant(tuple(spec.mean), dev, x.dtype)
-    elif spec.erasing_fill == "mean":
+    elif spec.erasing_fill == "zero":
         fill = torch.zeros((), dtype=x.dtype, device=dev)
     else:
         fill = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)

@@ -146,3 +146,68 @@ class PKSampler(Sampler[list[int]]):
             f"seed={self.seed}, epoch={self.epoch}, rank={self.rank}, "
             f"world_size={self.world_size})"
         )
+
+
+class RandomBatchSampler(Sampler[list[int]]):
+    """Batch sampler yielding plain shuffled batches of ``batch_size`` dataset indices.
+
+    Each epoch is one seeded permutation of every training image cut into batches, the last
+    incomplete batch dropped, as a shuffling ``DataLoader`` with ``drop_last=True`` draws them
+    (the paper's reference code trains stage 2, which has no triplet loss, this way). Like
+    :class:`PKSampler`, its whole state is ``(seed, epoch)``, so a resumed run continues exactly.
+
+    Distributed: every rank cuts the same permutation into global batches of
+    ``world_size * batch_size`` and rank ``r`` takes the ``r``-th slice of each.
+    """
+
+    def __init__(self, num_images: int, batch_size: int = 64, seed: int = 0, *, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise SamplerConfigError(f"random batches need batch_size >= 1, got {batch_size}.")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise SamplerConfigError(f"random batches need 0 <= rank < world_size, got rank={rank}, "
+                                     f"world_size={world_size}.")
+        if seed < 0:
+            raise SamplerConfigError(f"random batches need a non-negative seed, got {seed}.")
+        group = world_size * batch_size
+        if num_images < group:
+            raise SamplerConfigError(
+                f"batch_size: random batches of {batch_size} images"
+                + (f" on each of {world_size} processes" if world_size > 1 else "")
+                + f" need at least {group} training images, but the training split holds {num_images}."
+            )
+        self.num_images = num_images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields."""
+        if epoch < 0:
+            raise ValueError(f"sampler epoch must be a non-negative integer, got {epoch}.")
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        group = self.world_size * self.batch_size
+        order = torch.randperm(self.num_images, generator=epoch_generator(self.seed, self.epoch))
+        order = order[: len(self) * group].view(len(self), self.world_size, self.batch_size)
+        yield from order[:, self.rank].tolist()
+
+    def __len__(self) -> int:
+        return self.num_images // (self.world_size * self.batch_size)
+
+    def __repr__(self) -> str:
+        return (f"RandomBatchSampler(images={self.num_images}, batch_size={self.batch_size}, seed={self.seed}, "
+                f"epoch={self.epoch}, rank={self.rank}, world_size={self.world_size})")
+
+
+def batch_sampler(kind: str, labels: Sequence[int], *, num_identities: int, num_instances: int, batch_size: int,
+                  seed: int, rank: int = 0, world_size: int = 1) -> PKSampler | RandomBatchSampler:
+    """The training batch sampler a stage's `sampler` setting names: "pk" or "random"."""
+    if kind == "pk":
+        return PKSampler(labels, num_identities, num_instances, seed=seed, rank=rank, world_size=world_size)
+    if kind == "random":
+        return RandomBatchSampler(len(labels), batch_size, seed=seed, rank=rank, world_size=world_size)
+    raise SamplerConfigError(f"sampler must be 'pk' or 'random', got {kind!r}")

@@ -42,7 +42,7 @@ from .data import SplitData, load_split
 from .features import extract_features
 from .history import History
 from .objective import Objective
-from .sampler import PKSampler
+from .sampler import PKSampler, RandomBatchSampler, batch_sampler
 from .schedule import build_optimizer, build_scheduler
 from .step import GraphedStep, Step, build_step
 
@@ -75,6 +75,7 @@ def augment_spec(stage: StageConfig, train: bool = True) -> AugmentSpec:
         flip_prob=a.flip_prob if train else 0.0,
         pad=a.pad if train else 0,
         random_erasing_prob=a.random_erasing_prob if train else 0.0,
+        erasing_fill=a.erasing_fill,
     )
 
 
@@ -266,8 +267,9 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
                       center_opt=center_opt, center_weight=stage.loss.center_weight, ctx=ctx)
     # Each rank augments its own images with its own random stream.
     gen = torch.Generator(device=device).manual_seed(stage.seed + 1 + ctx.rank)
-    sampler = PKSampler(train.labels.tolist(), stage.num_identities, stage.num_instances, seed=stage.seed,
-                        rank=ctx.rank, world_size=ctx.world_size)
+    sampler = batch_sampler(stage.sampler, train.labels.tolist(), num_identities=stage.num_identities,
+                            num_instances=stage.num_instances, batch_size=stage.batch_size, seed=stage.seed,
+                            rank=ctx.rank, world_size=ctx.world_size)
     history = History(spec.name)
 
     def shared_anchors() -> tuple[torch.Tensor, dict[str, float]]:
@@ -403,7 +405,7 @@ def _train_one_epoch(
     model: nn.Module,
     step: Step,
     train: SplitData,
-    sampler: PKSampler,
+    sampler: PKSampler | RandomBatchSampler,
     epoch: int,
     stage: StageConfig,
     anchors: torch.Tensor | None,
