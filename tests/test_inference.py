@@ -83,7 +83,8 @@ def test_flip_follows_the_recorded_setting_unless_overridden(tiny_dataset, tmp_p
 
 def test_a_model_file_without_input_settings_needs_the_size(tiny_dataset, tmp_path, model_path):
     old = write_model_file(tmp_path / "old.pt", tiny_dataset[1], tiny_experiment(), record_inputs=False)
-    with pytest.raises(UnreadableFileError, match=r"old.pt: records no input size .*\(input_size=\(H, W\), or --input-size H W\)"):
+    with pytest.raises(UnreadableFileError,
+                       match=r"old.pt: records no input size .*\(input_size=\(H, W\), or --input-size H W\)"):
         FeatureExtractor(old)
     paths = split_paths(tiny_dataset[1], "query")[:3]
     assert torch.equal(FeatureExtractor(old, input_size=(64, 32))(paths), FeatureExtractor(model_path)(paths))

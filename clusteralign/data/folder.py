@@ -59,7 +59,8 @@ class FolderOptions(_Checked):
             try:
                 groups = re.compile(self.camera_pattern).groupindex
             except re.error as err:
-                raise ConfigError(f"camera_pattern: not a regular expression ({err}): {self.camera_pattern!r}") from None
+                raise ConfigError(
+                    f"camera_pattern: not a regular expression ({err}): {self.camera_pattern!r}") from None
             if "camid" not in groups:
                 raise ConfigError(f"camera_pattern: needs a named group (?P<camid>...) that matches the camera, "
                                   f"got {self.camera_pattern!r}")

@@ -2,7 +2,7 @@
 
 One self-contained file (thumbnails inlined as JPEG data), laid out like the report's retrieval
 figures: the query framed blue, then its matches nearest first, each with its rank, distance and
-file name (the whole path in its tooltip).
+file name (its path inside its folder in the tooltip).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _thumbnail(path: str, cache: dict[str, str]) -> str:
 
 def _cell(src: str, name: str, caption: str, extra_class: str = "") -> str:
     shown = html.escape(Path(name).name)
-    return (f'<div class="cell {extra_class}"><img src="{src}" alt="{shown}" title="{html.escape(name)}">'
+    classes = f"cell {extra_class}" if extra_class else "cell"
+    return (f'<div class="{classes}"><img src="{src}" alt="{shown}" title="{html.escape(name)}">'
             f"<div>{html.escape(caption)}</div><div>{shown}</div></div>")
 
 
