@@ -1,4 +1,5 @@
-"""Command-line entry point: `clusteralign demo` evaluates a training-free baseline end to end."""
+"""Command-line entry point: `clusteralign demo` evaluates a training-free baseline end to end;
+`extract`, `search` and `export` put a trained model to use (clusteralign/infer/commands.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+from .infer import commands
 
 log = logging.getLogger("clusteralign")
 
@@ -66,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--bins", type=positive_int, default=8, help="histogram bins per colour channel")
+    commands.register(sub)
     args = parser.parse_args(argv)
+    if args.command != "demo":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        return commands.run(args)
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out}: is a file; expected a folder (made if absent)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

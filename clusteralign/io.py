@@ -104,6 +104,10 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):
+            # Not a pickle of objects at all (a text file, say): torch's safe unpickler stops at the first byte.
+            raise UnreadableFileError(f"{path}: not a readable torch file, perhaps truncated or of another format "
+                                      "(neither a torch archive nor a pickle of tensors)") from None
         raise UnreadableFileError(
             f"{path}: holds pickled Python objects (such as a whole saved model), which weights_only=True "
             f"refuses to run; save the model's state_dict() instead ({str(err).splitlines()[0]})"

@@ -34,10 +34,12 @@ def test_a_good_file_reads_back(good):
     assert torch_load_mapping(good, ("w",), "a test file")["meta"] == {"epoch": 3}
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "text"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "text", "words"])
 def test_a_damaged_file_is_named(good, damage):
     data = good.read_bytes()
-    good.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "text": b"epoch: 3\n"}[damage])
+    # "words": torch's safe unpickler stops at its first byte, which is no pickled object either.
+    good.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "text": b"epoch: 3\n",
+                      "words": b"not a model"}[damage])
     with pytest.raises(UnreadableFileError, match=r"good\.pt: not a readable torch file, perhaps truncated"):
         torch_load(good)
 

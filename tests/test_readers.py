@@ -303,8 +303,8 @@ def test_file_name_pattern_checks_itself() -> None:
 
 
 def test_reader_registry(tmp_path: Path) -> None:
-    known = ["cuhk03_detected", "cuhk03_labeled", "cuhk03_raw_detected", "cuhk03_raw_labeled", "dukemtmc", "market1501",
-             "msmt17", "synthetic"]
+    known = ["cuhk03_detected", "cuhk03_labeled", "cuhk03_raw_detected", "cuhk03_raw_labeled", "dukemtmc", "folder",
+             "market1501", "msmt17", "synthetic"]
     assert sorted(READERS) == known
     fake = make_market1501(tmp_path / "m")
     pd.testing.assert_frame_equal(read_dataset("market1501", fake.root), read_market1501(fake.root))

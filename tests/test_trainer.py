@@ -70,6 +70,10 @@ def test_stage1_writes_model_history_and_events(stage1_run):
     assert table["lr"].iloc[0] == pytest.approx(3.5e-6) and table["lr"].iloc[1] == pytest.approx(3.5e-4)
     assert table["lr"].iloc[2] == pytest.approx(3.5e-5)
     pd.testing.assert_frame_equal(table, history, check_dtype=False)
+    # What FeatureExtractor reads to prepare images as this stage's evaluation did.
+    assert ModelFile.load(out / "model.pt").meta["input"] == {
+        "height": 64, "width": 32, "cache_height": 64, "cache_width": 32, "flip": True,
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}
 
 
 def test_tensorboard_events_read_back(stage1_run):

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, from_dict
 from .obtain import DatasetSource
-from .readers import INPUT_OPTIONS, READERS
+from .readers import INPUT_OPTIONS, OPTION_TYPES, READERS
 from .synthetic import SyntheticSpec, SyntheticSpecError
 
 _KEYS = ("reader", "generate", "source", "reader_options", "verify_images", "drop_bad")
@@ -146,6 +146,8 @@ def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], gen
         value = options[name]
         if value is not None and not (isinstance(value, (str, os.PathLike)) and os.fspath(value)):
             raise ConfigError(f"{key}.reader_options.{name}: expected a file or folder path, got {value!r}")
+    if reader in OPTION_TYPES:
+        from_dict(OPTION_TYPES[reader], dict(options), f"{key}.reader_options")
     missing = [p.name for p in params if p.name not in options and p.default is inspect.Parameter.empty]
     if missing:
         raise ConfigError(f"{key}.reader_options: reader {reader} needs {', '.join(missing)} here"

@@ -10,6 +10,7 @@ import pandas as pd
 from clusteralign.data.cuhk03 import read_cuhk03_np, read_cuhk03_raw
 from clusteralign.data.dukemtmc import read_dukemtmc
 from clusteralign.data.errors import UnknownDatasetError
+from clusteralign.data.folder import FolderOptions, read_folder
 from clusteralign.data.layout import read_market_layout
 from clusteralign.data.market1501 import MARKET1501_PATTERN, read_market1501
 from clusteralign.data.msmt17 import read_msmt17
@@ -86,7 +87,12 @@ READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "cuhk03_raw_detected": read_cuhk03_raw_detected,
     "msmt17": read_msmt17,
     "synthetic": read_synthetic,
+    "folder": read_folder,
 }
+
+# Readers whose options are typed and bounded by a config dataclass, checked when the workflow
+# is planned (the other readers' options are checked by name only).
+OPTION_TYPES: dict[str, type] = {"folder": FolderOptions}
 
 
 def read_dataset(name: str, root: str | os.PathLike[str], **kwargs: object) -> pd.DataFrame:

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig, from_dict, to_dict
 from ..io import UnreadableFileError, torch_load_mapping, torch_save
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """How a model's test images are prepared, recorded in the model file's meta under "input".
+
+    As the workflow's feature extraction does it: decoded by PIL, bicubic-resized to the cache
+    size (unless already that size), resized to the input size on the tensor as in training,
+    normalised with `mean` and `std`; with `flip`, the embeddings of the image and its mirror
+    are averaged.
+    """
+
+    height: int
+    width: int
+    cache_height: int
+    cache_width: int
+    flip: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+
+    def to_meta(self) -> dict[str, object]:
+        """Plain values for the model file (lists, not tuples: what torch's safe loader reads)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, object]) -> "InputSettings | None":
+        """The settings a model file records, or None for a file written before they were recorded."""
+        raw = meta.get("input")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
+        except (TypeError, KeyError) as err:
+            raise UnreadableFileError(f"the model file's input settings are malformed ({err}): {raw!r}") from None
 
 
 @dataclass

@@ -41,6 +41,7 @@ from .checkpoint import CheckpointWriter
 from .data import SplitData, load_split
 from .features import extract_features
 from .history import History
+from .inputs import recorded_inputs
 from .objective import Objective
 from .sampler import PKSampler, RandomBatchSampler, batch_sampler
 from .schedule import build_optimizer, build_scheduler
@@ -396,7 +397,9 @@ def _train_stage(spec: StageSpec, stage: StageConfig, out_dir: Path, ctx: distri
         num_classes=num_classes,
         pids=label_pids,
         state_dict=model.state_dict(),
-        meta={"stage": spec.name, "epochs": epoch_offset + stage.epochs},
+        # "input": what feature extraction outside the workflow needs (clusteralign.FeatureExtractor).
+        meta={"stage": spec.name, "epochs": epoch_offset + stage.epochs,
+              "input": recorded_inputs(stage, spec.features).to_meta()},
     ).save(out_dir / "model.pt")
     return history.frame()
 
