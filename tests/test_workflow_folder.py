@@ -52,21 +52,21 @@ def test_the_workflow_trains_and_reports_on_a_folder_dataset(folder_run, tiny_da
     assert "every image is a camera of its own" in (folder_run / "logs/prepare_dataset/people.log").read_text()
     assert (folder_run / "results/report.html").is_file()
     for stage in ("stage1", "stage2"):
-        assert (folder_run / f"results/tiny/{stage}/metrics.json").is_file()
-    inputs = ModelFile.load(folder_run / "results/tiny/stage2/model.pt").meta["input"]
+        assert (folder_run / f"results/tiny/rep0/{stage}/metrics.json").is_file()
+    inputs = ModelFile.load(folder_run / "results/tiny/rep0/stage2/model.pt").meta["input"]
     assert (inputs["height"], inputs["width"], inputs["flip"]) == (64, 32, True)
 
 
 def workflow_features(run: Path) -> dict[str, np.ndarray]:
     """Path (relative to the workflow folder) -> the feature the workflow extracted for it."""
-    payload = torch_load(run / "results/tiny/stage2/features.pt")
+    payload = torch_load(run / "results/tiny/rep0/stage2/features.pt")
     return {p: f for split in ("query", "gallery")
             for p, f in zip(payload[split]["paths"], payload[split]["features"].numpy())}
 
 
 def test_extract_gives_the_workflows_features(folder_run, monkeypatch):
     monkeypatch.chdir(folder_run)
-    assert main(["extract", "--model", "results/tiny/stage2/model.pt", "--images", "data/people",
+    assert main(["extract", "--model", "results/tiny/rep0/stage2/model.pt", "--images", "data/people",
                  "--out", "features.parquet"]) == 0
     features, files = read_features("features.parquet")
     expected = workflow_features(folder_run)
@@ -79,7 +79,7 @@ def test_extract_gives_the_workflows_features(folder_run, monkeypatch):
 def test_search_ranks_the_folder_with_the_trained_model(folder_run, monkeypatch):
     monkeypatch.chdir(folder_run)
     query = sorted((folder_run / "data/people").iterdir())[-1]
-    assert main(["search", "--model", "results/tiny/stage2/model.pt", "--query", str(query.relative_to(folder_run)),
+    assert main(["search", "--model", "results/tiny/rep0/stage2/model.pt", "--query", str(query.relative_to(folder_run)),
                  "--gallery", "data/people", "--top", "5", "--out", "search"]) == 0
     with open("search/matches.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -91,9 +91,9 @@ def test_search_ranks_the_folder_with_the_trained_model(folder_run, monkeypatch)
 
 def test_the_onnx_export_matches_torch_through_onnxruntime(folder_run, monkeypatch):
     monkeypatch.chdir(folder_run)
-    assert main(["export", "--model", "results/tiny/stage2/model.pt", "--format", "onnx", "--out", "m.onnx"]) == 0
+    assert main(["export", "--model", "results/tiny/rep0/stage2/model.pt", "--format", "onnx", "--out", "m.onnx"]) == 0
     expected = workflow_features(folder_run)
-    inputs = FeatureExtractor("results/tiny/stage2/model.pt").inputs
+    inputs = FeatureExtractor("results/tiny/rep0/stage2/model.pt").inputs
     batch = test_transform(to_pixels(list(expected), (inputs.cache_height, inputs.cache_width)), test_spec(inputs))
     session = ort.InferenceSession("m.onnx", providers=["CPUExecutionProvider"])
     out = session.run(["features"], {"images": batch.numpy()})[0]

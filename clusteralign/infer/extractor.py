@@ -49,7 +49,7 @@ class FeatureExtractor:
 
     For example::
 
-        extract = FeatureExtractor("results/synthetic_resnet18/stage2/model.pt")
+        extract = FeatureExtractor("results/synthetic_resnet18/rep0/stage2/model.pt")
         features = extract(["a.jpg", "b.jpg"])   # (2, D) float32 on the CPU
 
     Called on image paths, PIL images or uint8 arrays (H x W x 3 RGB, or H x W grey) of any
