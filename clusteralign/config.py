@@ -353,6 +353,14 @@ class ExperimentConfig:
     control: bool = False
     # Independent replicates of the whole experiment; replicate r trains every stage with seed + r.
     replicates: int = 1
+    # Other datasets whose test split (query/gallery) every trained stage is also evaluated on:
+    # the cross-domain table (e.g. trained on Market-1501, tested on DukeMTMC-reID).
+    test_datasets: tuple[str, ...] = ()
+
+    @property
+    def evaluated_on(self) -> tuple[str, ...]:
+        """Every dataset whose test split each trained stage is evaluated on: its own first."""
+        return (self.dataset, *self.test_datasets)
 
     @property
     def stage2_control(self) -> StageConfig:
@@ -529,11 +537,13 @@ def build_experiments(config: dict[str, Any]) -> dict[str, ExperimentConfig]:
     experiments = {}
     for name, raw in (config.get("experiments") or {}).items():
         exp = build_experiment(name, raw, config.get("models") or {})
-        if exp.dataset not in datasets:
-            raise ConfigError(
-                f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
-                f"defined in `datasets`: {', '.join(sorted(datasets)) or 'none'}"
-            )
+        named = [("dataset", exp.dataset)] + [(f"test_datasets[{i}]", d) for i, d in enumerate(exp.test_datasets)]
+        for key, dataset in named:
+            if dataset not in datasets:
+                raise ConfigError(
+                    f"experiments.{name}.{key}: unknown dataset {dataset!r}; "
+                    f"defined in `datasets`: {', '.join(sorted(datasets)) or 'none'}"
+                )
         experiments[name] = exp
     return experiments
 
@@ -559,7 +569,8 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         raise ConfigError(
             f"{key}.model: unknown model {model_name!r}; defined in `models`: {', '.join(sorted(models)) or 'none'}"
         )
-    allowed = {"dataset", "model", "stage1", "stage2", "features", "validation", "eval", "control", "replicates"}
+    allowed = {"dataset", "model", "stage1", "stage2", "features", "validation", "eval", "control", "replicates",
+               "test_datasets"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -584,7 +595,18 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         eval=from_dict(EvalConfig, raw.get("eval"), f"{key}.eval"),
         control=_convert(raw.get("control", False), bool, f"{key}.control"),
         replicates=_replicates(raw.get("replicates", 1), f"{key}.replicates"),
+        test_datasets=_test_datasets(raw.get("test_datasets", []), raw["dataset"], f"{key}.test_datasets"),
     )
+
+
+def _test_datasets(value: Any, own: str, key: str) -> tuple[str, ...]:
+    names = _convert(value, tuple[str, ...], key)
+    for i, name in enumerate(names):
+        if name == own:
+            raise ConfigError(f"{key}[{i}]: {name!r} is the experiment's own dataset, which is always evaluated")
+        if name in names[:i]:
+            raise ConfigError(f"{key}[{i}]: {name!r} is listed twice")
+    return names
 
 
 def _replicates(value: Any, key: str) -> int:

@@ -104,6 +104,8 @@ def config_schema() -> dict[str, Any]:
             "control": {"type": "boolean", "description": "Also train stage 2 without the anchor loss."},
             "replicates": {"type": "integer", "minimum": 1,
                            "description": "Independent replicates; replicate r trains every stage with seed + r."},
+            "test_datasets": {"type": "array", "items": {"type": "string"},
+                              "description": "Other datasets whose test split every trained stage is evaluated on."},
         },
     }
     report = dataclass_schema(ReportConfig)

@@ -14,14 +14,9 @@ from clusteralign.pipeline.prepare import check_archive_available
 EXPERIMENTS = build_experiments(config)
 REPORT = from_dict(ReportConfig, config.get("report"), "report")
 STAGES = ("stage1", "stage2")
-# What the report reads of every trained stage.
-REPORT_FILES = (
-    "history.csv",
-    "anchors.json",
-    "metrics.json",
-    "ranking.json",
-    "per_query.csv",
-)
+# What the report reads of every trained stage, and of each of its evaluations.
+STAGE_FILES = ("history.csv", "anchors.json")
+EVALUATION_FILES = ("metrics.json", "ranking.json", "per_query.csv")
 
 
 wildcard_constraints:
@@ -29,6 +24,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     replicate="[0-9]+",
     stage="stage1|stage2|stage2_control",
+    testset="|".join(config["datasets"]),
 
 
 def dataset_of(wildcards):
@@ -132,6 +128,7 @@ def experiment_description(name):
         "eval": to_dict(exp.eval),
         "control": exp.control,
         "replicates": exp.replicates,
+        "test_datasets": list(exp.test_datasets),
     }
 
 
@@ -144,10 +141,15 @@ def report_inputs(wildcards):
     for name, exp in EXPERIMENTS.items():
         for r in range(exp.replicates):
             for stage in arms(exp):
-                for what in REPORT_FILES:
-                    files[f"{name}/rep{r}/{stage}/{what}"] = (
-                        f"results/{name}/rep{r}/{stage}/{what}"
-                    )
+                base = f"{name}/rep{r}/{stage}"
+                files.update(
+                    {f"{base}/{what}": f"results/{base}/{what}" for what in STAGE_FILES}
+                )
+                for testset in exp.evaluated_on:
+                    for what in EVALUATION_FILES:
+                        files[f"{base}/eval/{testset}/{what}"] = (
+                            f"results/{base}/eval/{testset}/{what}"
+                        )
     return files
 
 

@@ -1,13 +1,15 @@
+# Every trained stage is evaluated on the test split of its experiment's dataset and of each
+# of its `test_datasets` ({testset}): the files of one evaluation are in R/{stage}/eval/{testset}/.
 rule extract_features:
     input:
         model="results/{experiment}/rep{replicate}/{stage}/model.pt",
-        manifest=manifest_of,
+        manifest="results/datasets/{testset}/manifest.csv",
     output:
-        features="results/{experiment}/rep{replicate}/{stage}/features.pt",
+        features="results/{experiment}/rep{replicate}/{stage}/eval/{testset}/features.pt",
     log:
-        "logs/extract_features/{experiment}_rep{replicate}_{stage}.log",
+        "logs/extract_features/{experiment}_rep{replicate}_{stage}_{testset}.log",
     benchmark:
-        "results/benchmarks/extract_features/{experiment}_rep{replicate}_{stage}.tsv"
+        "results/benchmarks/extract_features/{experiment}_rep{replicate}_{stage}_{testset}.tsv"
     conda:
         "../envs/clusteralign.yaml"
     threads: 2
@@ -24,10 +26,10 @@ rule extract_features:
 
 rule evaluate:
     input:
-        features="results/{experiment}/rep{replicate}/{stage}/features.pt",
+        features="results/{experiment}/rep{replicate}/{stage}/eval/{testset}/features.pt",
     output:
         metrics=report(
-            "results/{experiment}/rep{replicate}/{stage}/metrics.json",
+            "results/{experiment}/rep{replicate}/{stage}/eval/{testset}/metrics.json",
             caption="../report/metrics.rst",
             category="Metrics",
             subcategory="{experiment}",
@@ -35,14 +37,15 @@ rule evaluate:
                 "experiment": "{experiment}",
                 "replicate": "{replicate}",
                 "stage": "{stage}",
+                "test set": "{testset}",
             },
         ),
-        ranking="results/{experiment}/rep{replicate}/{stage}/ranking.json",
-        per_query="results/{experiment}/rep{replicate}/{stage}/per_query.csv",
+        ranking="results/{experiment}/rep{replicate}/{stage}/eval/{testset}/ranking.json",
+        per_query="results/{experiment}/rep{replicate}/{stage}/eval/{testset}/per_query.csv",
     log:
-        "logs/evaluate/{experiment}_rep{replicate}_{stage}.log",
+        "logs/evaluate/{experiment}_rep{replicate}_{stage}_{testset}.log",
     benchmark:
-        "results/benchmarks/evaluate/{experiment}_rep{replicate}_{stage}.tsv"
+        "results/benchmarks/evaluate/{experiment}_rep{replicate}_{stage}_{testset}.tsv"
     conda:
         "../envs/clusteralign.yaml"
     threads: 2

@@ -47,6 +47,11 @@ EPOCHS = {"stage1": 6, "stage2": 4, CONTROL: 4}
 IMAGES = [f"data/{pid:04d}_c{cam}_{i}.jpg" for pid in range(4) for cam in (1, 2) for i in range(2)]
 
 
+def artifact(stage_dir: Path, filename: str, dataset: str) -> Path:
+    """Where a stage's artifact lies: its evaluation's files in eval/<dataset>/, the rest beside the model."""
+    return stage_dir / "eval" / dataset / filename if filename in ("metrics.json", "ranking.json") else stage_dir / filename
+
+
 def _image_pid(path: str) -> int:
     return int(Path(path).name[:4])
 
@@ -138,11 +143,12 @@ def build_workspace(root: Path, control: tuple[str, ...] = ()) -> tuple[dict[str
             cmc = _cmc(final[stage]["R1"])
             metrics = {**final[stage], "R1": cmc[0], "R5": cmc[4], "R10": cmc[9], "cmc": cmc, "num_valid": 40,
                        "num_skipped": 2, "rerank": False, "metric": "euclidean", "num_query": 42, "num_gallery": 300}
-            (root / d / "metrics.json").write_text(json.dumps(metrics))
+            (root / d / "eval" / DATASETS[name]).mkdir(parents=True)
+            artifact(root / d, "metrics.json", DATASETS[name]).write_text(json.dumps(metrics))
             own, other = ANCHORS[stage]
             (root / d / "anchors.json").write_text(
                 json.dumps({"anchor_dist_own": own, "anchor_dist_other": other, "num_identities": 4}))
-            (root / d / "ranking.json").write_text(json.dumps(_ranking(stage_rng)))
+            artifact(root / d, "ranking.json", DATASETS[name]).write_text(json.dumps(_ranking(stage_rng)))
             stage_dirs[name][stage] = d
     return descriptions, stage_dirs
 
@@ -225,7 +231,7 @@ def test_combined_history_puts_stage2_after_stage1(report):
 @pytest.mark.parametrize("filename", ["history.csv", "metrics.json", "anchors.json", "ranking.json"])
 def test_missing_artifact_names_the_file(workspace, filename):
     _, descriptions, stage_dirs = workspace
-    missing = stage_dirs["alpha"]["stage2"] / filename
+    missing = artifact(stage_dirs["alpha"]["stage2"], filename, DATASETS["alpha"])
     missing.unlink()
     with pytest.raises(ArtifactMissingError, match=re.escape(str(missing))) as err:
         load_experiment("alpha", descriptions["alpha"], stage_dirs["alpha"])
@@ -248,18 +254,19 @@ def test_malformed_artifacts_name_the_file_and_the_problem(workspace):
         load()
     history.to_csv(d / "history.csv", index=False)
 
-    metrics = json.loads((d / "metrics.json").read_text())
-    (d / "metrics.json").write_text("{not json")
+    metrics_path, ranking_path = (artifact(d, f, DATASETS["beta"]) for f in ("metrics.json", "ranking.json"))
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text("{not json")
     with pytest.raises(ArtifactError, match=r"metrics\.json: is not valid JSON"):
         load()
-    (d / "metrics.json").write_text(json.dumps({**metrics, "mAP": 62.3}))  # a percentage, not a fraction
+    metrics_path.write_text(json.dumps({**metrics, "mAP": 62.3}))  # a percentage, not a fraction
     with pytest.raises(ArtifactError, match=r"metrics\.json: 'mAP' must be a fraction"):
         load()
-    (d / "metrics.json").write_text(json.dumps(metrics))
+    metrics_path.write_text(json.dumps(metrics))
 
-    ranking = json.loads((d / "ranking.json").read_text())
+    ranking = json.loads(ranking_path.read_text())
     del ranking["examples"][1]["gallery"][3]["match"]
-    (d / "ranking.json").write_text(json.dumps(ranking))
+    ranking_path.write_text(json.dumps(ranking))
     with pytest.raises(ArtifactError, match=r"ranking\.json: examples\[1\]\.gallery\[3\] must be a mapping"):
         load()
 
@@ -411,8 +418,13 @@ def test_build_report_finds_each_stage_by_its_inputs(report, tmp_path, monkeypat
     # What the workflow's report step calls, with the report rule's named inputs.
     monkeypatch.chdir(tmp_path)
     descriptions, stage_dirs = build_workspace(tmp_path)
-    inputs = {f"{name}/rep0/{stage}/{file}": str(d / file) for name, dirs in stage_dirs.items() for stage, d in dirs.items()
-              for file in ("history.csv", "metrics.json", "anchors.json", "ranking.json")}
+    inputs = {}
+    for name, dirs in stage_dirs.items():
+        for stage, d in dirs.items():
+            for file in ("history.csv", "anchors.json"):
+                inputs[f"{name}/rep0/{stage}/{file}"] = str(d / file)
+            for file in ("metrics.json", "ranking.json"):
+                inputs[f"{name}/rep0/{stage}/eval/{DATASETS[name]}/{file}"] = str(artifact(d, file, DATASETS[name]))
     html, md = build_report([descriptions[n] for n in FINAL], inputs, "results/report.html", "results/report.md",
                             ReportConfig(title="ClusterAlign <test> report"))
     assert html.read_bytes() == report["html"].read_bytes()  # the figures are inlined, wherever they lie
@@ -502,7 +514,7 @@ def test_control_epochs_follow_stage1_like_stage2(control_report):
 def test_missing_control_artifact_names_the_file(tmp_path, monkeypatch, filename):
     monkeypatch.chdir(tmp_path)
     descriptions, stage_dirs = build_workspace(tmp_path, control=("alpha",))
-    missing = stage_dirs["alpha"][CONTROL] / filename
+    missing = artifact(stage_dirs["alpha"][CONTROL], filename, DATASETS["alpha"])
     missing.unlink()
     with pytest.raises(ArtifactMissingError, match=re.escape(str(missing))):
         load_experiment("alpha", descriptions["alpha"], stage_dirs["alpha"])

@@ -28,8 +28,16 @@ def _per_query(rng: np.random.Generator, skill: float) -> pd.DataFrame:
                          "camid": 1, "first_match": first, "ap": ap, "inp": inp})
 
 
-def _write_stage(d: Path, frame: pd.DataFrame) -> None:
-    d.mkdir(parents=True)
+def _write_stage(d: Path, frame: pd.DataFrame, dataset: str = "synthetic") -> None:
+    (d / "eval" / dataset).mkdir(parents=True)
+    _write_evaluation(d / "eval" / dataset, frame)
+    pd.DataFrame({"epoch": [1, 2], "loss_total": [2.0, 1.0]}).to_csv(d / "history.csv", index=False)
+    (d / "anchors.json").write_text(json.dumps({"anchor_dist_own": 0.5, "anchor_dist_other": 1.0,
+                                                "num_identities": 10}))
+
+
+def _write_evaluation(d: Path, frame: pd.DataFrame) -> None:
+    d.mkdir(parents=True, exist_ok=True)
     valid = frame["first_match"] >= 0
     r1 = float((frame.loc[valid, "first_match"] == 0).mean())
     metrics = {"R1": r1, "R5": r1, "R10": r1, "mAP": float(frame.loc[valid, "ap"].mean()),
@@ -37,9 +45,6 @@ def _write_stage(d: Path, frame: pd.DataFrame) -> None:
                "num_skipped": int((~valid).sum())}
     (d / "metrics.json").write_text(json.dumps(metrics))
     frame.to_csv(d / "per_query.csv", index=False)
-    pd.DataFrame({"epoch": [1, 2], "loss_total": [2.0, 1.0]}).to_csv(d / "history.csv", index=False)
-    (d / "anchors.json").write_text(json.dumps({"anchor_dist_own": 0.5, "anchor_dist_other": 1.0,
-                                                "num_identities": 10}))
     (d / "ranking.json").write_text(json.dumps({"examples": []}))
 
 
@@ -104,7 +109,8 @@ def test_summary_frame_has_a_row_per_replicate_and_arm(tmp_path):
     rexps = [_experiment(tmp_path, 2, 0.01, "a"), _experiment(tmp_path, 1, 0.0, "b")]
     frame = summary_frame(rexps)
     assert len(frame) == 3 * 2 + 3 * 1
-    assert list(frame.columns[:5]) == ["experiment", "dataset", "replicate", "arm", "seed"]
+    assert list(frame.columns[:6]) == ["experiment", "dataset", "test_dataset", "replicate", "arm", "seed"]
+    assert set(frame["test_dataset"]) == {"synthetic"}
     row = frame[(frame.experiment == "a") & (frame.replicate == 1) & (frame.arm == "stage2")].iloc[0]
     assert row["seed"] == 1 and row["mAP"] == rexps[0].replicates[1].metrics["stage2"]["mAP"]
 
@@ -127,3 +133,26 @@ def test_malformed_per_query_file_is_named(tmp_path):
         read_per_query(path)
     frame.to_csv(path, index=False)
     assert math.isnan(read_per_query(path)["ap"].iloc[-1])
+
+
+def test_cross_domain_evaluations_get_their_table_and_summary_rows(tmp_path):
+    rexp = _experiment(tmp_path, replicates=2, gain=0.0)
+    description = {**rexp.description, "test_datasets": ["other"]}
+    for r, rep in enumerate(rexp.replicates):
+        for stage, d in rep.stage_dirs.items():
+            _write_evaluation(d / "eval" / "other", _per_query(np.random.default_rng(10 + r), -0.3))
+    rexp = load_replicates("exp", description, [rep.stage_dirs for rep in rexp.replicates])
+    assert set(rexp.first.cross) == {"other"}
+    frame = summary_frame([rexp])
+    assert len(frame) == 2 * 3 * 2 and set(frame["test_dataset"]) == {"synthetic", "other"}
+    other = frame[(frame.test_dataset == "other") & (frame.replicate == 1) & (frame.arm == "stage1")].iloc[0]
+    assert other["mAP"] == rexp.replicates[1].cross["other"]["stage1"]["mAP"]
+    _, md = write_report([rexp], {}, tmp_path / "r.html", tmp_path / "r.md")
+    text = md.read_text(encoding="utf-8")
+    table = text[text.index("### Cross-domain"):].split("\n\n")[1].splitlines()
+    assert table[0] == ("|  | R1 (%) on synthetic (trained on) | mAP (%) on synthetic (trained on) | R1 (%) on other | "
+                        "mAP (%) on other |")
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| Stage 1 (baseline)", "| Stage 2 (anchor)",
+                                                         "| Stage 2 without anchor loss (control)"]
+    maps = [rep.cross["other"]["stage1"]["mAP"] for rep in rexp.replicates]
+    assert f"{100 * np.mean(maps):.1f} ± {100 * np.std(maps, ddof=1):.1f} |" in table[2]

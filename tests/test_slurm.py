@@ -222,7 +222,7 @@ def runs(cluster, tmp_path_factory) -> Runs:
 
 def test_results_equal_a_local_run(runs):
     for stage in STAGES:
-        for name in ("metrics.json", "ranking.json", "anchors.json"):
+        for name in ("eval/synthetic/metrics.json", "eval/synthetic/ranking.json", "anchors.json"):
             ours = json.loads((runs.slurm / "results/tiny/rep0" / stage / name).read_text())
             local = json.loads((runs.local / "results/tiny/rep0" / stage / name).read_text())
             assert ours == local, f"{stage}/{name} differs between the SLURM and the local run"

@@ -201,7 +201,8 @@ def test_full_run_writes_the_report(finished_run):
     assert "<img" in html and "data:image/png;base64," in html
     for rep in ("rep0", "rep1"):
         for stage in ("stage1", "stage2", "stage2_control"):
-            for name in ("model.pt", "history.csv", "anchors.json", "metrics.json", "ranking.json", "per_query.csv"):
+            for name in ("model.pt", "history.csv", "anchors.json", "eval/synthetic/metrics.json",
+                         "eval/synthetic/ranking.json", "eval/synthetic/per_query.csv"):
                 assert (finished_run / "results/tiny" / rep / stage / name).is_file(), (rep, stage, name)
     assert (finished_run / "results/tiny/rep0/stage1/tb").is_dir()
     assert (finished_run / "logs/train/tiny_rep0_stage1.log").read_text().count("stage1 epoch") == 2
@@ -223,7 +224,8 @@ def test_summary_and_report_show_every_replicate_and_the_intervals(finished_run)
     assert set(summary["arm"]) == {"stage1", "stage2", "stage2_control"}
     assert summary.groupby("replicate")["seed"].first().tolist() == [0, 1]
     for _, row in summary.iterrows():
-        metrics = json.loads((finished_run / f"results/tiny/rep{row.replicate}/{row.arm}/metrics.json").read_text())
+        path = f"results/tiny/rep{row.replicate}/{row.arm}/eval/synthetic/metrics.json"
+        metrics = json.loads((finished_run / path).read_text())
         assert row["mAP"] == metrics["mAP"] and row["R1"] == metrics["R1"]
     md = (finished_run / "results/report.md").read_text()
     assert md.count("| 0 | Stage") == 3 and md.count("| 1 | Stage") == 3 and md.count("| mean ± sd |") == 3
@@ -298,6 +300,11 @@ def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
         (lambda c: c["experiments"]["tiny"].update(eval={"rerank": True}), {"evaluate": 6, "report": 1, "all": 1}),
         # a report-only setting: the report
         (lambda c: c["report"].update(title="another title"), {"report": 1, "all": 1}),
+        # another test set: its preparation and the new evaluations of every trained stage, no training
+        (lambda c: (c["datasets"].update(other={"reader": "synthetic", "generate": {**c["datasets"]["synthetic"]["generate"],
+                                                                                   "seed": 1}}),
+                    c["experiments"]["tiny"].update(test_datasets=["other"])),
+         {"prepare_dataset": 1, "extract_features": 6, "evaluate": 6, "report": 1, "all": 1}),
         # where compiled kernels are kept, how often a stage checkpoints, how many batches it
         # augments at once, a dataset's default written out: nothing
         (lambda c: c.update(compile_cache="elsewhere"), {}),
@@ -305,7 +312,8 @@ def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
         (lambda c: c["datasets"]["synthetic"]["generate"].update(seed=0), {}),
         (lambda c: c["datasets"]["synthetic"].update(verify_images=False), {}),
     ],
-    ids=["stage2", "stage1", "eval", "report", "compile_cache", "run_only", "default_seed", "default_flag"],
+    ids=["stage2", "stage1", "eval", "report", "test_datasets", "compile_cache", "run_only", "default_seed",
+         "default_flag"],
 )
 def test_only_what_changed_reruns(finished_run, tmp_path, edit, expected):
     assert planned_jobs(_edited(finished_run, tmp_path, edit)) == Counter(expected)

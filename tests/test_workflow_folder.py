@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pandas as pd
 import pytest
 
 from clusteralign.cli import main
@@ -27,7 +29,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def folder_run(tiny_dataset, tmp_path_factory):
-    """A workflow folder whose dataset is the synthetic set's people, one folder each (distractors left out)."""
+    """A workflow folder whose dataset is the synthetic set's people, one folder each (distractors left out).
+
+    Its stages are also tested on the tiny synthetic set itself (`test_datasets`): the cross-domain table.
+    """
     workdir = tmp_path_factory.mktemp("folder_workflow")
     _, manifest = tiny_dataset
     for path, pid in zip(manifest["path"], manifest["pid"]):
@@ -36,8 +41,8 @@ def folder_run(tiny_dataset, tmp_path_factory):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
     config = copy.deepcopy(TINY)
-    config["datasets"] = {"people": {"reader": "folder", "source": {"path": "data/people"}, "verify_images": True}}
-    config["experiments"]["tiny"].update(dataset="people", control=False)
+    config["datasets"]["people"] = {"reader": "folder", "source": {"path": "data/people"}, "verify_images": True}
+    config["experiments"]["tiny"].update(dataset="people", control=False, test_datasets=["synthetic"])
     write_config(workdir, config)
     snakemake(workdir)
     return workdir
@@ -52,14 +57,26 @@ def test_the_workflow_trains_and_reports_on_a_folder_dataset(folder_run, tiny_da
     assert "every image is a camera of its own" in (folder_run / "logs/prepare_dataset/people.log").read_text()
     assert (folder_run / "results/report.html").is_file()
     for stage in ("stage1", "stage2"):
-        assert (folder_run / f"results/tiny/rep0/{stage}/metrics.json").is_file()
+        assert (folder_run / f"results/tiny/rep0/{stage}/eval/people/metrics.json").is_file()
+
+
+def test_the_report_has_the_cross_domain_table(folder_run):
+    md = (folder_run / "results/report.md").read_text(encoding="utf-8")
+    table = md[md.index("### Cross-domain"):].split("\n\n")[1].splitlines()
+    assert table[0] == ("|  | R1 (%) on people (trained on) | mAP (%) on people (trained on) | R1 (%) on synthetic | "
+                        "mAP (%) on synthetic |")
+    metrics = json.loads((folder_run / "results/tiny/rep0/stage2/eval/synthetic/metrics.json").read_text())
+    row = table[3].split(" | ")
+    assert row[0] == "| Stage 2 (anchor)" and row[4] == f"{100 * metrics['mAP']:.1f} |"
+    summary = pd.read_csv(folder_run / "results/summary.csv")
+    assert sorted(set(summary["test_dataset"])) == ["people", "synthetic"] and len(summary) == 4
     inputs = ModelFile.load(folder_run / "results/tiny/rep0/stage2/model.pt").meta["input"]
     assert (inputs["height"], inputs["width"], inputs["flip"]) == (64, 32, True)
 
 
 def workflow_features(run: Path) -> dict[str, np.ndarray]:
     """Path (relative to the workflow folder) -> the feature the workflow extracted for it."""
-    payload = torch_load(run / "results/tiny/rep0/stage2/features.pt")
+    payload = torch_load(run / "results/tiny/rep0/stage2/eval/people/features.pt")
     return {p: f for split in ("query", "gallery")
             for p, f in zip(payload[split]["paths"], payload[split]["features"].numpy())}
 

@@ -1,7 +1,8 @@
 """Load what the training and evaluation steps wrote for one experiment, checking its shape.
 
-Each stage folder holds ``history.csv``, ``metrics.json``, ``anchors.json`` and
-``ranking.json``. A missing or malformed file stops the report with a message that names the
+Each stage folder holds ``history.csv`` and ``anchors.json``, and its evaluation on the
+experiment's dataset in ``eval/<dataset>/``: ``metrics.json``, ``ranking.json`` and
+``per_query.csv`` (and on each of its ``test_datasets`` beside it). A missing or malformed file stops the report with a message that names the
 file and what was expected, instead of a figure silently drawn from half the data.
 
 An experiment whose description says ``control: true`` has a third run, ``stage2_control``:
@@ -35,6 +36,8 @@ METRICS_FILE = "metrics.json"
 ANCHORS_FILE = "anchors.json"
 RANKING_FILE = "ranking.json"
 PER_QUERY_FILE = "per_query.csv"
+# A stage's evaluation on a dataset's test split lives in <stage folder>/eval/<dataset>/.
+EVAL_DIR = "eval"
 PER_QUERY_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "first_match", "ap", "inp")
 
 
@@ -60,6 +63,8 @@ class ExperimentArtifacts:
     stage_dirs: dict[str, Path] = field(default_factory=dict)
     # Per stage, one row per query (PER_QUERY_COLUMNS), where the folder has per_query.csv.
     per_query: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Per other test dataset (`test_datasets`), each stage's metrics on its test split.
+    cross: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def stages(self) -> list[str]:
@@ -107,16 +112,24 @@ def load_experiment(name: str, description: dict[str, Any], stage_dirs: dict[str
             "does not say control: true; set it in the experiment's config or leave the control folder out"
         )
     dirs = {stage: Path(stage_dirs[stage]) for stage in STAGES if stage in stage_dirs}
+    own = {s: evaluation_dir(d, str(description.get("dataset"))) for s, d in dirs.items()}
     return ExperimentArtifacts(
         name=name,
         description=description,
         histories={s: read_history(d / HISTORY_FILE) for s, d in dirs.items()},
-        metrics={s: read_metrics(d / METRICS_FILE) for s, d in dirs.items()},
+        metrics={s: read_metrics(d / METRICS_FILE) for s, d in own.items()},
         anchors={s: read_anchors(d / ANCHORS_FILE) for s, d in dirs.items()},
-        rankings={s: read_ranking(d / RANKING_FILE) for s, d in dirs.items()},
+        rankings={s: read_ranking(d / RANKING_FILE) for s, d in own.items()},
         stage_dirs=dirs,
-        per_query={s: read_per_query(d / PER_QUERY_FILE) for s, d in dirs.items() if (d / PER_QUERY_FILE).is_file()},
+        per_query={s: read_per_query(d / PER_QUERY_FILE) for s, d in own.items() if (d / PER_QUERY_FILE).is_file()},
+        cross={t: {s: read_metrics(evaluation_dir(d, t) / METRICS_FILE) for s, d in dirs.items()}
+               for t in description.get("test_datasets", [])},
     )
+
+
+def evaluation_dir(stage_dir: Path, dataset: str) -> Path:
+    """Where a stage's evaluation on `dataset`'s test split is: metrics.json, ranking.json, per_query.csv."""
+    return Path(stage_dir) / EVAL_DIR / dataset
 
 
 @dataclass

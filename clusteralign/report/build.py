@@ -15,7 +15,7 @@ from .figures import make_figures
 from .page import write_report
 from .replicates import summary_frame
 
-_INPUT_KEY = re.compile(r"^(?P<experiment>[^/]+)/rep(?P<replicate>[0-9]+)/(?P<stage>[^/]+)/[^/]+$")
+_INPUT_KEY = re.compile(r"^(?P<experiment>[^/]+)/rep(?P<replicate>[0-9]+)/(?P<stage>[^/]+)/(eval/[^/]+/)?[^/]+$")
 
 
 def _replicate_dirs(inputs: Mapping[str, str | os.PathLike]) -> dict[str, list[dict[str, Path]]]:
@@ -24,9 +24,12 @@ def _replicate_dirs(inputs: Mapping[str, str | os.PathLike]) -> dict[str, list[d
     for key, path in inputs.items():
         match = _INPUT_KEY.match(key)
         if match is None:
-            raise ArtifactError(f"report input {key!r}: expected '<experiment>/rep<r>/<stage>/<file>'")
+            raise ArtifactError(f"report input {key!r}: expected '<experiment>/rep<r>/<stage>/<file>' or "
+                                "'<experiment>/rep<r>/<stage>/eval/<dataset>/<file>'")
+        # An evaluation's file lies two folders below its stage's.
+        stage_dir = Path(path).parent if match.group(4) is None else Path(path).parents[2]
         reps = found.setdefault(match["experiment"], {})
-        reps.setdefault(int(match["replicate"]), {})[match["stage"]] = Path(path).parent
+        reps.setdefault(int(match["replicate"]), {})[match["stage"]] = stage_dir
     out = {}
     for name, reps in found.items():
         if sorted(reps) != list(range(len(reps))):
@@ -45,8 +48,9 @@ def build_report(
 ) -> tuple[Path, Path]:
     """Write the report of every described experiment; returns the HTML and Markdown paths.
 
-    `inputs` maps ``"<experiment>/rep<r>/<stage>/<file>"`` to the artifact's path (the report
-    rule's named inputs), so each stage's folder is where its files are. The figures (of
+    `inputs` maps ``"<experiment>/rep<r>/<stage>/<file>"`` (and ``.../<stage>/eval/<dataset>/<file>``
+    for its evaluations) to the artifact's path (the report rule's named inputs), so each stage's
+    folder is where its files are. The figures (of
     replicate 0) go to ``report/<experiment>/`` beside the HTML; `summary_path`, when given,
     receives the tidy table of every replicate's metrics.
     """

@@ -32,6 +32,7 @@ from .replicates import (
     Comparisons,
     arm_values,
     comparisons,
+    cross_domain_table,
     difference_table,
     interval_cell,
     method_note,
@@ -348,6 +349,13 @@ def reading_notes(experiments: list[ExperimentArtifacts]) -> tuple[str, ...]:
     return (*READING_NOTES[:at], CONTROL_NOTE, *READING_NOTES[at:])
 
 
+CROSS_DOMAIN_NOTE = (
+    "Each trained stage is also evaluated on the test split of other datasets (`test_datasets`): their queries "
+    "against their gallery, with the same feature extraction, ranking and evaluation settings as on the dataset "
+    "it was trained on; mean \u00b1 sd over replicates."
+)
+
+
 @dataclass(frozen=True)
 class PlacedFigure:
     """A figure placed on the page: its file and the caption shown under it."""
@@ -469,6 +477,10 @@ class _Section:
             yield "table", difference_table(comps)
         yield "p", method_note(comps)
         yield "p", verdict(rexp, comps)
+        if exp.cross:
+            yield "h3", "Cross-domain"
+            yield "table", cross_domain_table(rexp)
+            yield "p", CROSS_DOMAIN_NOTE
         # The rest shows one run: with several replicates, replicate 0.
         of = " (replicate 0)" if len(rexp.replicates) > 1 else ""
         yield "h3", "Setup"

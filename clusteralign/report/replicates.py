@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .artifacts import CONTROL, STAGE_LABELS, ReplicatedExperiment
+from .artifacts import CONTROL, STAGE_LABELS, ExperimentArtifacts, ReplicatedExperiment
 from .statistics import BOOTSTRAP_DRAWS, PER_QUERY_METRICS, Interval, bootstrap_interval, mean_sd, t_interval
 from .tables import DASH, DELTA, MINUS, PLUS_MINUS, Cell, Table, cell, percent, percent_spread
 
@@ -121,25 +121,54 @@ def verdict(rexp: ReplicatedExperiment, comps: Comparisons) -> str:
     return f"{rexp.name}: no stage-2 comparison to make (a stage or its per-query results are missing)."
 
 
+def test_sets(rexp: ReplicatedExperiment) -> list[str]:
+    """The datasets every stage was evaluated on: the experiment's own, then its `test_datasets`."""
+    return [str(rexp.description.get("dataset")), *rexp.first.cross]
+
+
+def evaluation(rep: ExperimentArtifacts, stage: str, test_set: str, own: str) -> dict[str, Any]:
+    """One replicate's metrics of `stage` on `test_set`'s test split."""
+    return rep.metrics[stage] if test_set == own else rep.cross[test_set][stage]
+
+
+def cross_domain_table(rexp: ReplicatedExperiment) -> Table:
+    """R1/mAP (%, mean \u00b1 sd over replicates) of every stage on every dataset it was evaluated on."""
+    sets = test_sets(rexp)
+    own = sets[0]
+    header = ["", *(f"{m} (%) on {d}" + (" (trained on)" if d == own else "") for d in sets for m in ("R1", "mAP"))]
+    rows = [[cell(STAGE_LABELS[s]), *(cell(percent_spread(*mean_sd(
+        [float(evaluation(rep, s, d, own)[m]) for rep in rexp.replicates]))) for d in sets for m in ("R1", "mAP"))]
+        for s in rexp.stages]
+    return Table(header, rows)
+
+
 def summary_frame(experiments: list[ReplicatedExperiment]) -> pd.DataFrame:
-    """The tidy table behind results/summary.csv: one row per experiment x replicate x arm, metrics as fractions."""
+    """The tidy table behind results/summary.csv, metrics as fractions.
+
+    One row per experiment x replicate x arm x test dataset (the experiment's own dataset, then
+    each of its `test_datasets`).
+    """
     rows: list[dict[str, Any]] = []
     for rexp in experiments:
         desc = rexp.description
+        sets = test_sets(rexp)
         for r, rep in enumerate(rexp.replicates):
             for stage in rexp.stages:
                 settings = desc.get("stage1" if stage == "stage1" else "stage2")
                 seed = settings.get("seed") if isinstance(settings, dict) else None
-                metrics = rep.metrics[stage]
-                rows.append({
-                    "experiment": rexp.name,
-                    "dataset": desc.get("dataset"),
-                    "replicate": r,
-                    "arm": stage,
-                    "seed": None if not isinstance(seed, int) else seed + r,
-                    **{m: metrics.get(m) for m in SUMMARY_METRICS},
-                    "num_valid": metrics.get("num_valid"),
-                    "num_skipped": metrics.get("num_skipped"),
-                })
-    columns = ["experiment", "dataset", "replicate", "arm", "seed", *SUMMARY_METRICS, "num_valid", "num_skipped"]
+                for test_set in sets:
+                    metrics = evaluation(rep, stage, test_set, sets[0])
+                    rows.append({
+                        "experiment": rexp.name,
+                        "dataset": desc.get("dataset"),
+                        "test_dataset": test_set,
+                        "replicate": r,
+                        "arm": stage,
+                        "seed": None if not isinstance(seed, int) else seed + r,
+                        **{m: metrics.get(m) for m in SUMMARY_METRICS},
+                        "num_valid": metrics.get("num_valid"),
+                        "num_skipped": metrics.get("num_skipped"),
+                    })
+    columns = ["experiment", "dataset", "test_dataset", "replicate", "arm", "seed", *SUMMARY_METRICS, "num_valid",
+               "num_skipped"]
     return pd.DataFrame(rows, columns=columns)
