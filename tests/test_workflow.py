@@ -57,6 +57,7 @@ def test_planning_imports_no_torch():
     # The Snakefile's imports run in every Snakemake start, each job's included: torch would
     # add seconds to every one of them.
     code = ("import sys, clusteralign.pipeline.workflow_config, clusteralign.config, clusteralign.data.dataset_config\n"
+            "import clusteralign.pipeline.config_files, clusteralign.pipeline.planning\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -129,6 +130,23 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
         (lambda c: c.update(experiment={}), "unknown top-level key(s) experiment; allowed: datasets"),
         (lambda c: c["models"].update(spare={"backbone": "resnet19"}), "models.spare.backbone"),
         (lambda c: c.pop("datasets"), "give config.yaml first: --configfile config.yaml your_overlay.yaml"),
+        # an empty section is null: the typed check and the schema both refuse it, in one line
+        (lambda c: c["experiments"]["tiny"].update(stage1=None),
+         "experiments.tiny.stage1: expected a mapping of settings, got null (an empty section)"),
+        (lambda c: c.update(report=None), "report: expected a mapping of settings, got null"),
+        # YAML's .inf: at planning, not after an epoch
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(optimizer={"lr": float("inf")}),
+         "experiments.tiny.stage1.optimizer.lr: expected a finite number, got inf"),
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(schedule={"milestones": [1, 5]}),
+         "experiments.tiny.stage1.schedule.milestones: [5] not below epochs (2)"),
+        # names the workflow's own outputs use, and names no folder can have
+        (lambda c: c["experiments"].update(report=c["experiments"].pop("tiny")),
+         "experiments.report: the name is reserved, because the workflow writes results/report itself; choose "
+         "another (reserved: benchmarks, datasets, report, report.html, report.md)"),
+        (lambda c: c["experiments"].update(Datasets=c["experiments"].pop("tiny")),
+         "experiments.Datasets: the name is reserved, because the workflow writes results/datasets itself"),
+        (lambda c: c["experiments"].update({"my run": c["experiments"].pop("tiny")}),
+         "experiments: the name 'my run' is not allowed"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
@@ -144,15 +162,41 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
     assert not (tmp_path / "results").exists()
 
 
+def test_config_files_are_read_strictly_before_snakemake_reads_them(tmp_path):
+    tiny = (ROOT / "tests/config/tiny.yaml").read_text()
+    marker = tmp_path / "evaluated"
+    yte = f"__use_yte__: true\nreport:\n  title: ?__import__('pathlib').Path({str(marker)!r}).touch() or 't'\n"
+    (tmp_path / "config.yaml").write_text(yte + tiny.split("report:")[0])
+    result = snakemake(tmp_path, "-n", check=False)
+    # config.yaml is checked before Snakemake reads (and would template) it: nothing ran.
+    assert result.returncode != 0 and not marker.exists()
+    assert "config.yaml, line 1: __use_yte__ turns on Snakemake's YTE templating" in result.stdout + result.stderr
+    # A --configfile Snakemake reads (YTE and all) before the workflow starts: refused still.
+    (tmp_path / "config.yaml").write_text(tiny)
+    (tmp_path / "overlay.yaml").write_text(yte)
+    result = snakemake(tmp_path, "-n", "--configfile", "config.yaml", "overlay.yaml", check=False)
+    assert result.returncode != 0 and "overlay.yaml, line 1: __use_yte__" in result.stdout + result.stderr
+    # A key given twice in a --configfile, named with both lines.
+    (tmp_path / "overlay.yaml").write_text("experiments:\n  tiny:\n    stage1:\n      epochs: 2\n      epochs: 200\n")
+    result = snakemake(tmp_path, "-n", "--configfile", "config.yaml", "overlay.yaml", check=False)
+    assert "overlay.yaml: experiments.tiny.stage1.epochs is given twice, on lines 4 and 5" in result.stdout + result.stderr
+    # A Python tag, named with its line, instead of "not valid JSON or YAML ... tab indentation".
+    (tmp_path / "config.yaml").write_text(tiny.replace("title: tiny", 'title: !!python/object/apply:os.system ["x"]'))
+    result = snakemake(tmp_path, "-n", check=False)
+    line = tiny.split("title: tiny")[0].count("\n") + 1
+    assert f"config.yaml, line {line}: report.title has the tag !!python/object/apply:os.system" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize(
     "edit, path, needle",
     [
         (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"archive": "data/m.zip"}}),
          "data/m.zip", "datasets.synthetic.source.archive: data/m.zip does not exist"),
         (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"path": "data/Market"}}),
-         "data/Market/", "Missing input files for rule prepare_dataset"),
+         "data/Market/", "datasets.synthetic.source.path: the folder data/Market does not exist"),
         (lambda c: c["models"]["tiny"].update(pretrained="weights/r18.pth"), "weights/r18.pth",
-         "Missing input files for rule train_stage1"),
+         "models.tiny.pretrained: the weights file weights/r18.pth does not exist"),
     ],
     ids=["archive", "folder", "pretrained"],
 )
@@ -189,6 +233,32 @@ def finished_run(tmp_path_factory):
     write_config(workdir, TINY)
     snakemake(workdir)
     return workdir
+
+
+MISSING_FILES = {
+    "archive": (lambda c: c["datasets"].update(market={"reader": "market1501", "source": {"archive": "data/M.zip"}})
+                or c["experiments"].update(market_r18={"dataset": "market", "model": "tiny"}),
+                "datasets.market.source.archive: data/M.zip does not exist"),
+    "folder": (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"path": "data/M"}}),
+               "datasets.synthetic.source.path: the folder data/M does not exist"),
+    "pretrained": (lambda c: c["models"]["tiny"].update(pretrained="weights/r18.pth"),
+                   "models.tiny.pretrained: the weights file weights/r18.pth does not exist"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("missing", list(MISSING_FILES))
+def test_a_finished_run_never_hides_a_missing_file(finished_run, tmp_path, missing):
+    # Raised inside an input function, the archive's check made Snakemake look for another
+    # producer of results/report.html, find the file from the earlier run and plan nothing;
+    # a missing folder or weights file (an input) hid the same way. A dry run writes nothing.
+    edit, needle = MISSING_FILES[missing]
+    config = copy.deepcopy(TINY)
+    edit(config)
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(finished_run, "-n", "--configfile", str(tmp_path / "other.yaml"), check=False)
+    assert result.returncode != 0 and "Nothing to be done" not in result.stdout + result.stderr
+    assert needle in result.stdout + result.stderr
 
 
 def test_full_run_writes_the_report(finished_run):

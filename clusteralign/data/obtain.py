@@ -135,6 +135,10 @@ class DatasetSource:
         unknown = sorted(set(data) - set(allowed))
         if unknown:
             raise SourceConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}.")
+        # In code None means "not given"; in a config file an empty value is a mistake (the schema says so too).
+        nulls = sorted(name for name, value in data.items() if value is None)
+        if nulls:
+            raise SourceConfigError(f"{key}.{nulls[0]}: got null (an empty value); give a value or leave the key out.")
         try:
             return cls(**dict(data))
         except SourceConfigError as err:
