@@ -32,6 +32,10 @@ class FileNameError(DatasetError):
     """Image file names do not follow the dataset's naming pattern."""
 
 
+class NotAFileError(DatasetError):
+    """An entry named like an image is not a file (a broken symbolic link, a folder)."""
+
+
 class CameraRangeError(DatasetError):
     """A camera number parsed from a file name is outside the dataset's camera range."""
 
