@@ -76,6 +76,10 @@ class UnsafeArchiveError(ArchiveError):
     """An archive entry would write outside the extraction folder or is not a plain file, folder or link."""
 
 
+class ArchiveLimitError(ArchiveError):
+    """An archive declares more entries or bytes than its dataset's extraction limits allow."""
+
+
 class ChecksumMismatchError(DatasetError):
     """A file's sha256 or md5 differs from the configured checksum."""
 
