@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from ..io import remove_stale_temporaries
 from ..train.compile_cache import compile_cache_dir, use_compile_cache
+from .supervision import stop_with_snakemake
 
 
 _FORK_HOOKS_REGISTERED = False
@@ -59,6 +60,8 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
     logging.captureWarnings(True)
     log = logging.getLogger(f"clusteralign.{smk.rule}")
     exit_on_sigterm()
+    # Killed with -9, Snakemake would leave this job running as an orphan.
+    stop_with_snakemake(log)
     # This job is its outputs' only writer: what a killed attempt left half written goes.
     for output in smk.output:
         for stale in remove_stale_temporaries(output):
@@ -77,4 +80,7 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
     except SystemExit as stop:
         # Else a job stopped by its time limit or a cancel ends its log without a word.
         log.error("rule %s stopped (exit status %s), e.g. by SIGTERM from SLURM or Snakemake", smk.rule, stop.code)
+        raise
+    except KeyboardInterrupt:
+        log.error("rule %s stopped by Ctrl-C", smk.rule)
         raise
