@@ -24,7 +24,7 @@ TINY = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow of this checkout in `workdir` (which holds its own config.yaml)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--resources", "gpu=1", *args]
+           "--resources", "gpu=1", "--cores", "2", *args]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -305,6 +305,23 @@ def test_a_forced_rerun_of_stage1_retrains_nothing(finished_run, tmp_path):
     for rule in ("train_stage1", "train_stage2", "train_stage2_control"):
         log = (copy_dir / f"logs/{rule}/tiny.log").read_text()
         assert "resuming from" in log and " epoch 1/" not in log, (rule, log[-2000:])
+
+
+@pytest.mark.slow
+def test_a_truncated_model_says_how_to_recover_and_that_works(finished_run, tmp_path):
+    copy_dir = _edited(finished_run, tmp_path, lambda c: None)
+    model = copy_dir / "results/tiny/stage1/model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    target = "results/tiny/stage1/anchors.json"
+    for attempt in range(2):  # as before, the same failure each time
+        result = snakemake(copy_dir, target, check=False)
+        assert result.returncode != 0
+        assert ("results/tiny/stage1/model.pt: not a readable torch file, perhaps truncated" in result.stdout
+                + result.stderr)
+        assert "add `--forcerun results/tiny/stage1/model.pt` at the end of the command" in result.stdout + result.stderr
+    # Stage 1 resumes its finished checkpoint and writes the same model again.
+    snakemake(copy_dir, target, "--forcerun", "results/tiny/stage1/model.pt")
+    assert model.read_bytes() == (finished_run / "results/tiny/stage1/model.pt").read_bytes()
 
 
 def _edited(workdir: Path, tmp_path: Path, edit) -> Path:
