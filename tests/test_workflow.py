@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,20 @@ def test_lint_and_format_are_clean():
     fmt = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "."], cwd=ROOT,
                          capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_a_target_appended_to_the_readmes_commands_is_a_target():
+    # After --resources gpu=1 or --configfile FILE, Snakemake's parser read a target as one more
+    # resource (a 40-line traceback) or config file ("No such file").
+    from snakemake.cli import get_argument_parser
+
+    readme = (ROOT / "README.md").read_text()
+    commands = [m.group(1).strip() for m in re.finditer(r"(?<![\w/.-])(?:\.venv/bin/)?snakemake( --?[^`#|\n\\]*)", readme)]
+    assert len(commands) >= 8 and "--resources gpu=1 --cores all" in commands
+    target = "results/synthetic_resnet18/stage1/model.pt"
+    for command in commands:
+        args = get_argument_parser().parse_args([*shlex.split(command), target])
+        assert args.targets[-1:] == [target], command
 
 
 def test_planning_imports_no_torch():
