@@ -205,7 +205,7 @@ def test_entries_named_like_images_that_are_not_files_are_refused(tmp_path: Path
     with pytest.raises(NotAFileError) as info:
         read_market1501(fake.root)
     message = str(info.value)
-    assert message.startswith(f"Market-1501: 2 entries under {str(fake.root)!r} named like images are not image files")
+    assert message.startswith(f"Market-1501: not an image file, though named like one (2 under {str(fake.root)!r}): ")
     assert f"{broken} (a symbolic link to '../elsewhere/0009_c2s1_000002_01.jpg', which does not exist)" in message
     assert "0002_c1s1_000009_01.jpg (a folder)" in message
     broken.unlink()

@@ -109,8 +109,8 @@ def read_market_layout(
     if not_files:
         # Left out, they would shrink a split without a word (a copy whose links lost their targets).
         raise NotAFileError(
-            f"{name}: {len(not_files)} entr{'y' if len(not_files) == 1 else 'ies'} under {root_text!r} named like "
-            f"images are not image files: {listing(not_files)}. Restore what they should hold, or remove them."
+            f"{name}: not an image file, though named like one ({len(not_files)} under {root_text!r}): "
+            f"{listing(not_files)}. Restore what they should hold, or remove them."
         )
     if unmatched:
         raise FileNameError(
