@@ -124,9 +124,7 @@ def build_workspace(root: Path, control: tuple[str, ...] = ()) -> tuple[dict[str
     descriptions, stage_dirs = {}, {}
     for name, final in FINAL.items():
         raw = {"dataset": DATASETS[name], "model": "r50",
-               # A warm-up and milestones that fit the 6 epochs (the config refuses the defaults' 10, 40, 70).
-               "stage1": {"epochs": EPOCHS["stage1"], "schedule": {"warmup_epochs": 2, "milestones": [3, 5]}},
-               "stage2": {"epochs": EPOCHS["stage2"]}}
+               "stage1": {"epochs": EPOCHS["stage1"]}, "stage2": {"epochs": EPOCHS["stage2"]}}
         if name in control:
             raw["control"] = True
             final = {**final, CONTROL: FINAL_CONTROL}

@@ -50,7 +50,12 @@ def check_workflow_config(config: Mapping[str, Any]) -> None:
         if entry is None:
             raise ConfigError(null_section(f"models.{name}"))
         from_dict(ModelConfig, entry, f"models.{name}")
-    build_experiments(dict(config))
+    for name, experiment in build_experiments(dict(config)).items():
+        for stage in ("stage1", "stage2"):  # the control trains with stage 2's schedule
+            try:
+                getattr(experiment, stage).check_schedule()
+            except ConfigError as err:
+                raise ConfigError(f"experiments.{name}.{stage}.{err}") from None
     if "report" in config and config["report"] is None:
         raise ConfigError(null_section("report"))
     from_dict(ReportConfig, config.get("report"), "report")
