@@ -270,7 +270,6 @@ class StageConfig(_Checked):
                 f"num_instances: the triplet loss needs at least 2 images per identity in a batch, got {self.num_instances}"
             )
 
-
     def check_schedule(self) -> None:
         """Raise a ConfigError when a milestone or the warm-up lies at or past `epochs`.
 
@@ -410,11 +409,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             number = float(value)
         elif isinstance(value, str) and re.fullmatch(FLOAT_TEXT, value):
             number = float(value)
-        # YAML's .inf and .nan are floats that every bound lets through (NaN compares false)
-        # and would only show up as diverged features after an epoch.
-        if number is not None and not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         if number is not None:
+            # YAML's .inf and .nan are floats that every bound lets through (NaN compares false)
+            # and would only show up as diverged features after an epoch.
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return number
     elif tp is str:
         if isinstance(value, str):

@@ -60,7 +60,8 @@ def test_a_target_appended_to_the_readmes_commands_is_a_target():
     from snakemake.cli import get_argument_parser
 
     readme = (ROOT / "README.md").read_text()
-    commands = [m.group(1).strip() for m in re.finditer(r"(?<![\w/.-])(?:\.venv/bin/)?snakemake( --?[^`#|\n\\]*)", readme)]
+    command = re.compile(r"(?<![\w/.-])(?:\.venv/bin/)?snakemake( --?[^`#|\n\\]*)")
+    commands = [m.group(1).strip() for m in command.finditer(readme)]
     assert len(commands) >= 8 and "--resources gpu=1 --cores all" in commands
     target = "results/synthetic_resnet18/stage1/model.pt"
     for command in commands:
@@ -194,12 +195,14 @@ def test_config_files_are_read_strictly_before_snakemake_reads_them(tmp_path):
     # A key given twice in a --configfile, named with both lines.
     (tmp_path / "overlay.yaml").write_text("experiments:\n  tiny:\n    stage1:\n      epochs: 2\n      epochs: 200\n")
     result = snakemake(tmp_path, "-n", "--configfile", "config.yaml", "overlay.yaml", check=False)
-    assert "overlay.yaml: experiments.tiny.stage1.epochs is given twice, on lines 4 and 5" in result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "overlay.yaml: experiments.tiny.stage1.epochs is given twice, on lines 4 and 5" in out
     # A Python tag, named with its line, instead of "not valid JSON or YAML ... tab indentation".
     (tmp_path / "config.yaml").write_text(tiny.replace("title: tiny", 'title: !!python/object/apply:os.system ["x"]'))
     result = snakemake(tmp_path, "-n", check=False)
     line = tiny.split("title: tiny")[0].count("\n") + 1
-    assert f"config.yaml, line {line}: report.title has the tag !!python/object/apply:os.system" in result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert f"config.yaml, line {line}: report.title has the tag !!python/object/apply:os.system" in out
     assert not (tmp_path / "results").exists()
 
 
@@ -331,9 +334,9 @@ def test_a_truncated_model_says_how_to_recover_and_that_works(finished_run, tmp_
     for attempt in range(2):  # as before, the same failure each time
         result = snakemake(copy_dir, target, check=False)
         assert result.returncode != 0
-        assert ("results/tiny/stage1/model.pt: not a readable torch file, perhaps truncated" in result.stdout
-                + result.stderr)
-        assert "add `--forcerun results/tiny/stage1/model.pt` at the end of the command" in result.stdout + result.stderr
+        out = result.stdout + result.stderr
+        assert "results/tiny/stage1/model.pt: not a readable torch file, perhaps truncated" in out
+        assert "add `--forcerun results/tiny/stage1/model.pt` at the end of the command" in out
     # Stage 1 resumes its finished checkpoint and writes the same model again.
     snakemake(copy_dir, target, "--forcerun", "results/tiny/stage1/model.pt")
     assert model.read_bytes() == (finished_run / "results/tiny/stage1/model.pt").read_bytes()
