@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS) $(wildcard clusteralign/*/*.pyx
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores all --resources gpu=1
+	$(BIN)/snakemake --resources gpu=1 --cores all
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -11,6 +11,7 @@ once, on the fields (`bounded`), and the generated JSON schema states them too.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -306,6 +307,34 @@ class StageConfig(_Checked):
                 f"num_instances: the triplet loss needs at least 2 images per identity in a batch, got {self.num_instances}"
             )
 
+    def check_schedule(self) -> None:
+        """Raise a ConfigError when a milestone or the warm-up lies at or past `epochs`.
+
+        Not part of building a stage: a benchmark or a test may shorten a stage on purpose and
+        keep its schedule. The workflow's config check calls it for every configured stage.
+        """
+        # Epochs count from 0: a milestone m lowers the lr from epoch m on, and the warm-up
+        # runs through epoch warmup_epochs - 1. Either at or past `epochs` never happens.
+        schedule = self.schedule
+        if schedule.kind != "warmup_multistep":
+            return
+        late = [m for m in schedule.milestones if m >= self.epochs]
+        if late:
+            raise ConfigError(
+                f"schedule.milestones: {late} not below epochs ({self.epochs}), so the lr would never drop there "
+                f"(a milestone m lowers it from epoch m, counted from 0); give milestones below {self.epochs}, "
+                "[] for none, or `schedule: {kind: constant}`")
+        if schedule.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"schedule.warmup_epochs: {schedule.warmup_epochs} is not below epochs ({self.epochs}), so the "
+                f"stage would end before its lr reached optimizer.lr; give fewer warm-up epochs (0 for none)")
+
+
+def null_section(key: str) -> str:
+    """The message for a section left empty: `stage1:` with nothing under it is YAML's null."""
+    return (f"{key}: expected a mapping of settings, got null (an empty section): give it settings, or {{}} "
+            "for the defaults")
+
 
 # Ranked queries the evaluation keeps in ranking.json: the most a report can show.
 RANKING_EXAMPLES = 20
@@ -402,6 +431,8 @@ FLOAT_TEXT = r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if value is None:
+            raise ConfigError(null_section(key))
         return from_dict(tp, value, key)
     if origin is Literal:
         if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
@@ -431,10 +462,17 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and re.fullmatch(FLOAT_TEXT, value):
-            return float(value)
+            number = float(value)
+        elif isinstance(value, str) and re.fullmatch(FLOAT_TEXT, value):
+            number = float(value)
+        if number is not None:
+            # YAML's .inf and .nan are floats that every bound lets through (NaN compares false)
+            # and would only show up as diverged features after an epoch.
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -556,6 +594,15 @@ def _validation(raw: Any, key: str) -> EvalConfig:
     return cfg
 
 
+def _section(raw: dict[str, Any], name: str, key: str) -> Any:
+    """`raw[name]`, or None (the defaults) when absent; present, it must be a mapping (null too is refused)."""
+    if name in raw and raw[name] is None:
+        raise ConfigError(null_section(f"{key}.{name}"))
+    if name in raw and not isinstance(raw[name], dict):
+        raise ConfigError(f"{key}.{name}: expected a mapping, got {raw[name]!r}")
+    return raw.get(name)
+
+
 def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> ExperimentConfig:
     """Resolve one `experiments.<name>` entry against the `models` section."""
     key = f"experiments.{name}"
@@ -564,6 +611,8 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
     for required in ("dataset", "model"):
         if required not in raw:
             raise ConfigError(f"{key}: missing required key {required!r}")
+        if not isinstance(raw[required], str):
+            raise ConfigError(f"{key}.{required}: expected the name of one of the {required}s, got {raw[required]!r}")
     model_name = raw["model"]
     if model_name not in models:
         raise ConfigError(
@@ -574,7 +623,7 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    stage1 = from_dict(StageConfig, raw.get("stage1"), f"{key}.stage1")
+    stage1 = from_dict(StageConfig, _section(raw, "stage1", key), f"{key}.stage1")
     # Stage 2 inherits stage 1's data and run settings (input size, seed, device), then the
     # paper's stage-2 recipe (random batches of 64, not stage 1's P x K), then what the
     # experiment says about stage 2.
@@ -582,17 +631,17 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
                  ("seed", "augment", "eval_every", "anchor_diagnostics",
                   "checkpoint_every", "device", "amp", "channels_last", "compile", "deterministic", "num_threads",
                   "anchors", "world_size", "sync_bn", "cuda_graph", "augment_chunk")}
-    stage2_raw = deep_merge(deep_merge(inherited, stage2_defaults()), raw.get("stage2"))
+    stage2_raw = deep_merge(deep_merge(inherited, stage2_defaults()), _section(raw, "stage2", key))
     stage2 = from_dict(StageConfig, stage2_raw, f"{key}.stage2")
     return ExperimentConfig(
         name=name,
         dataset=raw["dataset"],
-        model=from_dict(ModelConfig, models[model_name], f"models.{model_name}"),
+        model=from_dict(ModelConfig, _section(models, model_name, "models"), f"models.{model_name}"),
         stage1=stage1,
         stage2=stage2,
-        features=from_dict(FeatureConfig, raw.get("features"), f"{key}.features"),
-        validation=_validation(raw.get("validation"), f"{key}.validation"),
-        eval=from_dict(EvalConfig, raw.get("eval"), f"{key}.eval"),
+        features=from_dict(FeatureConfig, _section(raw, "features", key), f"{key}.features"),
+        validation=_validation(_section(raw, "validation", key), f"{key}.validation"),
+        eval=from_dict(EvalConfig, _section(raw, "eval", key), f"{key}.eval"),
         control=_convert(raw.get("control", False), bool, f"{key}.control"),
         replicates=_replicates(raw.get("replicates", 1), f"{key}.replicates"),
         test_datasets=_test_datasets(raw.get("test_datasets", []), raw["dataset"], f"{key}.test_datasets"),

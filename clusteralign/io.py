@@ -93,6 +93,10 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 class UnreadableFileError(ValueError):
     """A file that torch cannot load, or that does not hold what the caller reads from it."""
 
+    def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
 
 def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True: checkpoints never execute pickled code."""
@@ -110,12 +114,12 @@ def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                                       "(neither a torch archive nor a pickle of tensors)") from None
         raise UnreadableFileError(
             f"{path}: holds pickled Python objects (such as a whole saved model), which weights_only=True "
-            f"refuses to run; save the model's state_dict() instead ({str(err).splitlines()[0]})"
+            f"refuses to run; save the model's state_dict() instead ({str(err).splitlines()[0]})", path
         ) from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, AttributeError, IndexError) as err:
         raise UnreadableFileError(
             f"{path}: not a readable torch file, perhaps truncated or of another format "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'})"
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'})", path
         ) from None
 
 
@@ -125,7 +129,7 @@ def torch_load_mapping(path: str | os.PathLike, keys: tuple[str, ...], what: str
     obj = torch_load(path, map_location)
     if not isinstance(obj, dict) or any(k not in obj for k in keys):
         found = f"keys {', '.join(map(str, obj))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-        raise UnreadableFileError(f"{path}: not {what} (expected keys {', '.join(keys)}; found {found})")
+        raise UnreadableFileError(f"{path}: not {what} (expected keys {', '.join(keys)}; found {found})", path)
     return obj
 
 

@@ -1,4 +1,7 @@
+import dataclasses
+
 import pytest
+import yaml
 
 from clusteralign.config import (
     ConfigError,
@@ -11,6 +14,7 @@ from clusteralign.config import (
     sorted_keys,
     to_dict,
 )
+from clusteralign.pipeline.workflow_config import check_workflow_config
 
 MODELS = {"r18": {"backbone": "resnet18", "base_width": 8}}
 
@@ -163,3 +167,67 @@ def test_only_a_named_weights_file_is_a_pretrained_file():
     assert ModelConfig().pretrained_file() is None
     assert ModelConfig(pretrained="imagenet").pretrained_file() is None
     assert ModelConfig(pretrained="weights/r50.pth").pretrained_file() == "weights/r50.pth"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "1e999"])
+def test_infinite_or_nan_floats_are_refused_naming_the_key(value):
+    # YAML's .inf passes every bound, and NaN compares false with each; either only showed up
+    # after an epoch, as diverged features.
+    assert yaml.safe_load("lr: .inf") == {"lr": float("inf")}
+    with pytest.raises(ConfigError, match=r"experiments.e.stage1.optimizer.lr: expected a finite number, got"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {"optimizer": {"lr": value}}}, MODELS)
+    with pytest.raises(ConfigError, match=r"experiments.e.stage2.loss.triplet_margin: expected float \| null"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "stage2": {"loss": {"triplet_margin": value}}}, MODELS)
+
+
+@pytest.mark.parametrize("schedule, needle", [
+    ({"milestones": [40, 70]}, "experiments.e.stage1.schedule.milestones: [40, 70] not below epochs (40)"),
+    ({"milestones": [10, 50, 60]}, "schedule.milestones: [50, 60] not below epochs (40)"),
+    ({"warmup_epochs": 40, "milestones": [20]}, "experiments.e.stage1.schedule.warmup_epochs: 40 is not below epochs"),
+])
+def test_milestones_and_warm_up_beyond_the_epochs_are_refused(schedule, needle):
+    config = {"datasets": {"d": {"reader": "synthetic", "generate": {}}}, "models": MODELS,
+              "experiments": {"e": {"dataset": "d", "model": "r18", "stage1": {"epochs": 40, "schedule": schedule}}}}
+    with pytest.raises(ConfigError) as err:
+        check_workflow_config(config)
+    assert needle in str(err.value)
+    # Only the workflow's config check refuses them: a benchmark or a test may shorten a stage on purpose.
+    stage = build_experiments(config)["e"].stage1
+    assert dataclasses.replace(stage, epochs=2).epochs == 2
+
+
+def test_a_schedule_inside_the_epochs_or_constant_is_fine():
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {
+        "epochs": 40, "schedule": {"warmup_epochs": 39, "milestones": [39]}}}, MODELS)
+    exp.stage1.check_schedule()
+    # Stage 2's constant lr has no milestones to reach, whatever they are (its defaults are 40, 70).
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage2": {"epochs": 5}}, MODELS)
+    assert exp.stage2.schedule.kind == "constant" and exp.stage2.schedule.milestones == (40, 70)
+    exp.stage2.check_schedule()
+    # A stage-2 warm-up schedule is its own: stage 1's is not inherited, so it is checked too.
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage2": {"schedule": {"kind": "warmup_multistep"}}},
+                           MODELS)
+    with pytest.raises(ConfigError, match=r"^schedule.milestones: \[40, 70\] not below epochs"):
+        exp.stage2.check_schedule()
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"stage1": None}, "experiments.e.stage1"),
+    ({"stage2": None}, "experiments.e.stage2"),
+    ({"stage2": {"optimizer": None}}, "experiments.e.stage2.optimizer"),
+    ({"stage1": {"schedule": None}}, "experiments.e.stage1.schedule"),
+    ({"features": None}, "experiments.e.features"),
+    ({"validation": None}, "experiments.e.validation"),
+    ({"eval": None}, "experiments.e.eval"),
+])
+def test_an_empty_section_is_refused_like_the_schema_does(raw, key):
+    # `stage1:` with nothing under it is null. Read as "the defaults", an empty stage-2
+    # `optimizer:` would have replaced stage 2's recipe (lr 3.5e-6) with stage 1's defaults.
+    with pytest.raises(ConfigError) as err:
+        build_experiment("e", {"dataset": "d", "model": "r18", **raw}, MODELS)
+    assert str(err.value) == (f"{key}: expected a mapping of settings, got null (an empty section): give it "
+                              "settings, or {} for the defaults")
+    empty = {name: ({} if value is None else {next(iter(value)): {}}) for name, value in raw.items()}
+    build_experiment("e", {"dataset": "d", "model": "r18", **empty}, MODELS)
+    with pytest.raises(ConfigError, match=r"^models.r18: expected a mapping of settings, got null"):
+        build_experiment("e", {"dataset": "d", "model": "r18"}, {"r18": None})

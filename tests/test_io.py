@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,6 +115,45 @@ def test_a_terminated_workflow_step_leaves_no_temporary(tmp_path):
     assert proc.returncode == 128 + 15, proc.stderr[-2000:]
     assert "rule demo stopped (exit status 143)" in proc.stderr  # the log says why it ended
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_input_an_earlier_job_wrote_says_how_to_make_it_again(tmp_path):
+    # Snakemake sees a truncated model.pt as up to date: rerun as before, the job fails again.
+    model = tmp_path / "results/exp/stage1/model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"PK\x03\x04 cut short")
+    script = textwrap.dedent(f"""
+        import os
+        from types import SimpleNamespace
+        from clusteralign.models.file import ModelFile
+        from clusteralign.pipeline.script import workflow_step
+
+        os.chdir({str(tmp_path)!r})
+        smk = SimpleNamespace(log=["log.txt"], rule="anchors", threads=1, output=["results/exp/stage1/anchors.pt"],
+                              input=["results/exp/stage1/model.pt", "results/datasets/d/manifest.csv"], config={{}})
+        with workflow_step(smk):
+            ModelFile.load(smk.input[0])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("clusteralign.io.UnreadableFileError: results/exp/stage1/model.pt: not a readable torch "
+                           "file, perhaps truncated")
+    assert last.endswith("An earlier job of the workflow wrote it, so running the workflow as before fails again: "
+                         "add `--forcerun results/exp/stage1/model.pt` at the end of the command to make it afresh")
+    assert "--forcerun results/exp/stage1/model.pt" in (tmp_path / "log.txt").read_text()
+
+
+def test_an_unreadable_file_the_user_gave_gets_no_rerun_hint(tmp_path):
+    from clusteralign.pipeline.script import with_rerun_hint
+
+    err = UnreadableFileError("weights/r50.pth: not a readable torch file", "weights/r50.pth")
+    assert with_rerun_hint(err, ["weights/r50.pth", "results/datasets/d/manifest.csv"]) is None
+    assert with_rerun_hint(UnreadableFileError("x: no path"), ["results/x"]) is None
+    hinted = with_rerun_hint(UnreadableFileError("./results/a/model.pt: bad", "./results/a/model.pt"),
+                             ["results/a/model.pt"])
+    assert hinted is not None and "`--forcerun results/a/model.pt`" in str(hinted)
+    assert hinted.path == Path("results/a/model.pt")
 
 
 def test_forked_workers_keep_sigterms_default(tmp_path):

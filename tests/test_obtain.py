@@ -19,6 +19,7 @@ import pytest
 from clusteralign.data import obtain
 from clusteralign.data.errors import (
     ArchiveError,
+    ArchiveLimitError,
     ChecksumMismatchError,
     DatasetRootMissingError,
     DownloadError,
@@ -28,7 +29,15 @@ from clusteralign.data.errors import (
     UnsafeArchiveError,
 )
 from clusteralign.data.market1501 import read_market1501
-from clusteralign.data.obtain import MARKER_NAME, DatasetSource, obtain_dataset, read_marker, safe_extract
+from clusteralign.data.obtain import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_SIZE_GB,
+    MARKER_NAME,
+    DatasetSource,
+    obtain_dataset,
+    read_marker,
+    safe_extract,
+)
 from fixtures import make_market1501, tar_folder, zip_folder
 
 MARKET_DIR = "Market-1501-v15.09.15"
@@ -101,9 +110,13 @@ def test_source_schema_agrees_with_the_dataclass() -> None:
         {"path": "data/market"},
         {"archive": "data/m.zip", "md5": "0" * 32, "subdir": MARKET_DIR},
         {"url": "https://example.org/m.zip", "allow_download": True, "sha256": "a" * 64, "filename": "m.zip"},
+        {"archive": "data/m.tar.gz", "max_entries": 10**6, "max_size_gb": 64},
+        {"archive": "data/m.tar.gz", "max_size_gb": 0.5},
     ]
     bad = [{}, {"path": "a", "archive": "b"}, {"archive": "m.zip", "sha1": "x"}, {"archive": "m.zip", "md5": "x"},
-           {"url": "ftp://example.org/m.zip"}, {"url": "https://example.org/m.zip", "allow_download": "yes"}]
+           {"url": "ftp://example.org/m.zip"}, {"url": "https://example.org/m.zip", "allow_download": "yes"},
+           {"archive": "m.zip", "max_entries": 0}, {"archive": "m.zip", "max_size_gb": 0},
+           {"archive": "m.zip", "max_entries": 2.5}]
     for mapping in good:
         assert validator.is_valid(mapping), mapping
         DatasetSource.from_mapping(mapping)
@@ -382,6 +395,81 @@ def test_malicious_archives_are_refused_and_write_nothing_outside(tmp_path: Path
         assert keyword in message, (why, message)
         assert tree(tmp_path) == before, why  # nothing written anywhere, not even the destination
         assert not (work / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def zeros_zip(path: Path, size: int) -> Path:
+    """A zip holding one file of `size` zero bytes: a few KB on disk."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data/zeros.bin", bytes(size))
+    return path
+
+
+def many_files_tar_gz(path: Path, count: int) -> Path:
+    """A tar.gz of `count` empty files."""
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(count):
+            tar.addfile(tarfile.TarInfo(f"data/{i:05d}.jpg"))
+    return path
+
+
+@pytest.mark.parametrize("archive_kind, limit", [("zip", "max_size_gb"), ("zip", "max_entries"),
+                                                 ("tar.gz", "max_size_gb"), ("tar.gz", "max_entries")])
+def test_archives_past_the_extraction_limits_are_refused_before_anything_is_written(
+        tmp_path: Path, archive_kind: str, limit: str) -> None:
+    # Unlimited, a 440 KB zip wrote 301 MB and a 225 KB tar.gz 30,000 files. Here: 2 MB of zeros
+    # in a few KB, and 300 empty files, against limits of 1 MB and 100 entries.
+    archive = tmp_path / "archives" / f"bomb.{archive_kind}"
+    archive.parent.mkdir()
+    if archive_kind == "zip":
+        zeros_zip(archive, 2 * 10**6) if limit == "max_size_gb" else zip_with(
+            archive, [(f"data/{i}.jpg", b"x", 0) for i in range(300)])
+    else:
+        many_files_tar_gz(archive, 300) if limit == "max_entries" else tar_with(
+            archive, [("data/zeros.bin", bytes(2 * 10**6))])
+    low = {"max_size_gb": 0.001, "max_entries": 100}[limit]
+    dest = tmp_path / "work" / "dest"
+    dest.parent.mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(ArchiveLimitError) as info:
+        obtain_dataset(DatasetSource(archive=archive, **{limit: low}), dest)
+    message = str(info.value)
+    assert message.startswith(f"refusing to extract {str(archive)!r}: it declares more than ")
+    assert ("more than 0.001 GB of files" if limit == "max_size_gb" else "more than 100 entries") in message
+    assert f"raise `{limit}` in the dataset's source; nothing was extracted" in message
+    assert tree(tmp_path) == before  # not even a temporary folder is left
+    # Raised above what the archive holds, it is extracted.
+    obtain_dataset(DatasetSource(archive=archive, **{limit: low * 10}), dest)
+    assert (dest / "data").is_dir()
+
+
+def test_the_default_limits_leave_room_for_msmt17(tmp_path: Path) -> None:
+    # MSMT17 V1 (docs/datasets.md): 126,441 images, 4,101 identity folders, train/, test/, the lists.
+    msmt17_entries = 126_441 + 4_101 + 2 + 4
+    assert DEFAULT_MAX_ENTRIES > 3 * msmt17_entries and DEFAULT_MAX_SIZE_GB * 10**9 / 126_441 > 200_000
+    assert DatasetSource(archive="m.tar.gz").extraction_limits() == (DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE_GB * 10**9)
+    raised = DatasetSource(archive="m.tar.gz", max_entries=10**6, max_size_gb=100)
+    assert raised.extraction_limits() == (10**6, 100 * 10**9)
+    # The defaults hold when safe_extract is called without limits too.
+    archive = many_files_tar_gz(tmp_path / "ok.tar.gz", 10)
+    (tmp_path / "out").mkdir()
+    safe_extract(archive, tmp_path / "out")
+    assert len(list((tmp_path / "out" / "data").iterdir())) == 10
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"archive": "m.zip", "max_entries": 0}, "src.max_entries: expected a whole number of at least 1, got 0."),
+    ({"archive": "m.zip", "max_entries": True}, "src.max_entries: expected a whole number"),
+    ({"archive": "m.zip", "max_entries": 1.5}, "src.max_entries: expected a whole number"),
+    ({"archive": "m.zip", "max_size_gb": 0}, "src.max_size_gb: expected a finite number above 0, got 0."),
+    ({"archive": "m.zip", "max_size_gb": float("inf")}, "src.max_size_gb: expected a finite number above 0"),
+    ({"archive": "m.zip", "max_size_gb": "big"}, "src.max_size_gb: expected a finite number above 0"),
+    ({"path": "data/m", "max_entries": 10}, "src.max_entries: limits an archive's extraction"),
+    ({"archive": "m.zip", "subdir": None}, "src.subdir: got null (an empty value)"),
+])
+def test_bad_extraction_limits_name_their_key(raw: dict, needle: str) -> None:
+    with pytest.raises(SourceConfigError) as info:
+        DatasetSource.from_mapping(raw, "src")
+    assert needle in str(info.value)
 
 
 def test_safe_extract_keeps_harmless_links(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ MD5 = "65005ab7d12ec1c44de4eeafe813e68a"
      {"reader": "msmt17", "source": {"path": "./m", "allow_download": False}, "drop_bad": False,
       "reader_options": {"combine_val": True}}),
     ({"reader": "market1501", "source": {"archive": "a.zip", "md5": MD5.upper()}},
-     {"reader": "market1501", "source": {"archive": "a.zip", "md5": MD5, "subdir": None}}),
+     {"reader": "market1501", "source": {"archive": "a.zip", "md5": MD5, "allow_download": False}}),
 ])
 def test_defaults_written_out_give_the_same_mapping(implicit, explicit):
     # The workflow's rerun parameter: stating a default must not rerun the dataset.

@@ -20,6 +20,7 @@ from clusteralign.data.errors import (
     EmptySplitError,
     FileNameError,
     LayoutError,
+    NotAFileError,
     UnknownDatasetError,
 )
 from clusteralign.data.layout import FileNamePattern, read_market_layout
@@ -189,6 +190,27 @@ def test_bad_file_names_listed_with_pattern_and_example(tmp_path: Path) -> None:
     write_image(fake2.split_dir("query") / "0005_c2_f0046985.jpg")
     with pytest.raises(FileNameError, match=r"1 image file\(s\).*0005_c2_f0046985\.jpg"):
         read_market1501(fake2.root)
+
+
+def test_entries_named_like_images_that_are_not_files_are_refused(tmp_path: Path) -> None:
+    # A broken link was left out of the manifest without a word: the gallery shrank.
+    fake = make_market1501(tmp_path / "m")
+    gallery = fake.split_dir("gallery")
+    target = sorted(gallery.iterdir())[0]
+    (gallery / "0009_c1s1_000001_01.jpg").symlink_to(target.name)  # a working link is an image like any
+    assert summarize(read_market1501(fake.root)).loc["gallery", "images"] == fake.counts["gallery"][1] + 1
+    broken = gallery / "0009_c2s1_000002_01.jpg"
+    broken.symlink_to("../elsewhere/0009_c2s1_000002_01.jpg")
+    (fake.split_dir("train") / "0002_c1s1_000009_01.jpg").mkdir()
+    with pytest.raises(NotAFileError) as info:
+        read_market1501(fake.root)
+    message = str(info.value)
+    assert message.startswith(f"Market-1501: not an image file, though named like one (2 under {str(fake.root)!r}): ")
+    assert f"{broken} (a symbolic link to '../elsewhere/0009_c2s1_000002_01.jpg', which does not exist)" in message
+    assert "0002_c1s1_000009_01.jpg (a folder)" in message
+    broken.unlink()
+    (fake.split_dir("train") / "0002_c1s1_000009_01.jpg").rmdir()
+    read_market1501(fake.root)
 
 
 def test_jpeg_and_png_extensions_any_case(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ TINY_REPLICATED["experiments"]["tiny"]["replicates"] = 2
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow of this checkout in `workdir` (which holds its own config.yaml)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--resources", "gpu=1", *args]
+           "--resources", "gpu=1", "--cores", "2", *args]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -58,10 +59,26 @@ def test_lint_and_format_are_clean():
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+def test_a_target_appended_to_the_readmes_commands_is_a_target():
+    # After --resources gpu=1 or --configfile FILE, Snakemake's parser read a target as one more
+    # resource (a 40-line traceback) or config file ("No such file").
+    from snakemake.cli import get_argument_parser
+
+    readme = (ROOT / "README.md").read_text()
+    command = re.compile(r"(?<![\w/.-])(?:\.venv/bin/)?snakemake( --?[^`#|\n\\]*)")
+    commands = [m.group(1).strip() for m in command.finditer(readme)]
+    assert len(commands) >= 8 and "--resources gpu=1 --cores all" in commands
+    target = "results/synthetic_resnet18/stage1/model.pt"
+    for command in commands:
+        args = get_argument_parser().parse_args([*shlex.split(command), target])
+        assert args.targets[-1:] == [target], command
+
+
 def test_planning_imports_no_torch():
     # The Snakefile's imports run in every Snakemake start, each job's included: torch would
     # add seconds to every one of them.
     code = ("import sys, clusteralign.pipeline.workflow_config, clusteralign.config, clusteralign.data.dataset_config\n"
+            "import clusteralign.pipeline.config_files, clusteralign.pipeline.planning\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -134,6 +151,23 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
         (lambda c: c.update(experiment={}), "unknown top-level key(s) experiment; allowed: datasets"),
         (lambda c: c["models"].update(spare={"backbone": "resnet19"}), "models.spare.backbone"),
         (lambda c: c.pop("datasets"), "give config.yaml first: --configfile config.yaml your_overlay.yaml"),
+        # an empty section is null: the typed check and the schema both refuse it, in one line
+        (lambda c: c["experiments"]["tiny"].update(stage1=None),
+         "experiments.tiny.stage1: expected a mapping of settings, got null (an empty section)"),
+        (lambda c: c.update(report=None), "report: expected a mapping of settings, got null"),
+        # YAML's .inf: at planning, not after an epoch
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(optimizer={"lr": float("inf")}),
+         "experiments.tiny.stage1.optimizer.lr: expected a finite number, got inf"),
+        (lambda c: c["experiments"]["tiny"]["stage1"].update(schedule={"milestones": [1, 5]}),
+         "experiments.tiny.stage1.schedule.milestones: [5] not below epochs (2)"),
+        # names the workflow's own outputs use, and names no folder can have
+        (lambda c: c["experiments"].update(report=c["experiments"].pop("tiny")),
+         "experiments.report: the name is reserved, because the workflow writes results/report itself; choose "
+         "another (reserved: benchmarks, datasets, report, report.html, report.md)"),
+        (lambda c: c["experiments"].update(Datasets=c["experiments"].pop("tiny")),
+         "experiments.Datasets: the name is reserved, because the workflow writes results/datasets itself"),
+        (lambda c: c["experiments"].update({"my run": c["experiments"].pop("tiny")}),
+         "experiments: the name 'my run' is not allowed"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
@@ -149,15 +183,43 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
     assert not (tmp_path / "results").exists()
 
 
+def test_config_files_are_read_strictly_before_snakemake_reads_them(tmp_path):
+    tiny = (ROOT / "tests/config/tiny.yaml").read_text()
+    marker = tmp_path / "evaluated"
+    yte = f"__use_yte__: true\nreport:\n  title: ?__import__('pathlib').Path({str(marker)!r}).touch() or 't'\n"
+    (tmp_path / "config.yaml").write_text(yte + tiny.split("report:")[0])
+    result = snakemake(tmp_path, "-n", check=False)
+    # config.yaml is checked before Snakemake reads (and would template) it: nothing ran.
+    assert result.returncode != 0 and not marker.exists()
+    assert "config.yaml, line 1: __use_yte__ turns on Snakemake's YTE templating" in result.stdout + result.stderr
+    # A --configfile Snakemake reads (YTE and all) before the workflow starts: refused still.
+    (tmp_path / "config.yaml").write_text(tiny)
+    (tmp_path / "overlay.yaml").write_text(yte)
+    result = snakemake(tmp_path, "-n", "--configfile", "config.yaml", "overlay.yaml", check=False)
+    assert result.returncode != 0 and "overlay.yaml, line 1: __use_yte__" in result.stdout + result.stderr
+    # A key given twice in a --configfile, named with both lines.
+    (tmp_path / "overlay.yaml").write_text("experiments:\n  tiny:\n    stage1:\n      epochs: 2\n      epochs: 200\n")
+    result = snakemake(tmp_path, "-n", "--configfile", "config.yaml", "overlay.yaml", check=False)
+    out = result.stdout + result.stderr
+    assert "overlay.yaml: experiments.tiny.stage1.epochs is given twice, on lines 4 and 5" in out
+    # A Python tag, named with its line, instead of "not valid JSON or YAML ... tab indentation".
+    (tmp_path / "config.yaml").write_text(tiny.replace("title: tiny", 'title: !!python/object/apply:os.system ["x"]'))
+    result = snakemake(tmp_path, "-n", check=False)
+    line = tiny.split("title: tiny")[0].count("\n") + 1
+    out = result.stdout + result.stderr
+    assert f"config.yaml, line {line}: report.title has the tag !!python/object/apply:os.system" in out
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize(
     "edit, path, needle",
     [
         (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"archive": "data/m.zip"}}),
          "data/m.zip", "datasets.synthetic.source.archive: data/m.zip does not exist"),
         (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"path": "data/Market"}}),
-         "data/Market/", "Missing input files for rule prepare_dataset"),
+         "data/Market/", "datasets.synthetic.source.path: the folder data/Market does not exist"),
         (lambda c: c["models"]["tiny"].update(pretrained="weights/r18.pth"), "weights/r18.pth",
-         "Missing input files for rule train"),
+         "models.tiny.pretrained: the weights file weights/r18.pth does not exist"),
     ],
     ids=["archive", "folder", "pretrained"],
 )
@@ -194,6 +256,32 @@ def finished_run(tmp_path_factory):
     write_config(workdir, TINY_REPLICATED)
     snakemake(workdir)
     return workdir
+
+
+MISSING_FILES = {
+    "archive": (lambda c: c["datasets"].update(market={"reader": "market1501", "source": {"archive": "data/M.zip"}})
+                or c["experiments"].update(market_r18={"dataset": "market", "model": "tiny"}),
+                "datasets.market.source.archive: data/M.zip does not exist"),
+    "folder": (lambda c: c["datasets"].update(synthetic={"reader": "market1501", "source": {"path": "data/M"}}),
+               "datasets.synthetic.source.path: the folder data/M does not exist"),
+    "pretrained": (lambda c: c["models"]["tiny"].update(pretrained="weights/r18.pth"),
+                   "models.tiny.pretrained: the weights file weights/r18.pth does not exist"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("missing", list(MISSING_FILES))
+def test_a_finished_run_never_hides_a_missing_file(finished_run, tmp_path, missing):
+    # Raised inside an input function, the archive's check made Snakemake look for another
+    # producer of results/report.html, find the file from the earlier run and plan nothing;
+    # a missing folder or weights file (an input) hid the same way. A dry run writes nothing.
+    edit, needle = MISSING_FILES[missing]
+    config = copy.deepcopy(TINY)
+    edit(config)
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(finished_run, "-n", "--configfile", str(tmp_path / "other.yaml"), check=False)
+    assert result.returncode != 0 and "Nothing to be done" not in result.stdout + result.stderr
+    assert needle in result.stdout + result.stderr
 
 
 def test_full_run_writes_the_report(finished_run):
@@ -274,6 +362,23 @@ def test_a_forced_rerun_of_stage1_retrains_nothing(finished_run, tmp_path):
     for name in ("stage1", "stage2", "stage2_control"):
         log = (copy_dir / f"logs/train/tiny_rep0_{name}.log").read_text()
         assert "resuming from" in log and " epoch 1/" not in log, (name, log[-2000:])
+
+
+@pytest.mark.slow
+def test_a_truncated_model_says_how_to_recover_and_that_works(finished_run, tmp_path):
+    copy_dir = _edited(finished_run, tmp_path, lambda c: None)
+    model = copy_dir / "results/tiny/rep0/stage1/model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    target = "results/tiny/rep0/stage1/anchors.json"
+    for attempt in range(2):  # as before, the same failure each time
+        result = snakemake(copy_dir, target, check=False)
+        assert result.returncode != 0
+        out = result.stdout + result.stderr
+        assert "results/tiny/rep0/stage1/model.pt: not a readable torch file, perhaps truncated" in out
+        assert "add `--forcerun results/tiny/rep0/stage1/model.pt` at the end of the command" in out
+    # Stage 1 resumes its finished checkpoint and writes the same model again.
+    snakemake(copy_dir, target, "--forcerun", "results/tiny/rep0/stage1/model.pt")
+    assert model.read_bytes() == (finished_run / "results/tiny/rep0/stage1/model.pt").read_bytes()
 
 
 def _edited(workdir: Path, tmp_path: Path, edit) -> Path:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, from_dict
+from ..config import ConfigError, from_dict, null_section
 from .obtain import DatasetSource
 from .readers import INPUT_OPTIONS, OPTION_TYPES, READERS
 from .synthetic import SyntheticSpec, SyntheticSpecError
@@ -45,7 +45,7 @@ class DatasetConfig:
         if unknown:
             raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
         reader = cfg.get("reader")
-        if reader not in READERS:
+        if not isinstance(reader, str) or reader not in READERS:
             raise ConfigError(f"{key}.reader: unknown reader {reader!r}; known: {', '.join(sorted(READERS))}")
         flags = {}
         for flag in ("verify_images", "drop_bad"):
@@ -65,7 +65,9 @@ class DatasetConfig:
             if reader != "synthetic":
                 raise ConfigError(
                     f"{key}: `generate:` renders a synthetic set, read by reader synthetic, not {reader!r}")
-            raw = cfg["generate"] or {}
+            raw = cfg["generate"]
+            if raw is None:
+                raise ConfigError(null_section(f"{key}.generate"))
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"{key}.generate: expected a mapping of synthetic settings, got {raw!r}")
             try:
@@ -77,7 +79,9 @@ class DatasetConfig:
         else:
             raise ConfigError(f"{key}: give either `generate:` (synthetic) or `source:` (path, archive or url)")
 
-        options = cfg.get("reader_options") or {}
+        options = cfg.get("reader_options", {})
+        if options is None:
+            raise ConfigError(null_section(f"{key}.reader_options"))
         if not isinstance(options, Mapping):
             raise ConfigError(f"{key}.reader_options: expected a mapping, got {options!r}")
         _check_reader_options(key, reader, options, generated=generate is not None)

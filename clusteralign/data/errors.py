@@ -32,6 +32,10 @@ class FileNameError(DatasetError):
     """Image file names do not follow the dataset's naming pattern."""
 
 
+class NotAFileError(DatasetError):
+    """An entry named like an image is not a file (a broken symbolic link, a folder)."""
+
+
 class CameraRangeError(DatasetError):
     """A camera number parsed from a file name is outside the dataset's camera range."""
 
@@ -70,6 +74,10 @@ class ArchiveError(DatasetError):
 
 class UnsafeArchiveError(ArchiveError):
     """An archive entry would write outside the extraction folder or is not a plain file, folder or link."""
+
+
+class ArchiveLimitError(ArchiveError):
+    """An archive declares more entries or bytes than its dataset's extraction limits allow."""
 
 
 class ChecksumMismatchError(DatasetError):

@@ -20,6 +20,7 @@ from clusteralign.data.errors import (
     EmptySplitError,
     FileNameError,
     LayoutError,
+    NotAFileError,
     listing,
 )
 from clusteralign.data.images import unreadable_images
@@ -99,10 +100,18 @@ def read_market_layout(
 
     found: dict[str, list[_Parsed]] = {}
     unmatched: list[str] = []
+    not_files: list[str] = []
     for split, sub in split_dirs.items():
         folder = os.path.join(root_text, sub)
-        found[split], bad_names = _scan_folder(folder, pattern)
+        found[split], bad_names, bad_entries = _scan_folder(folder, pattern)
         unmatched.extend(bad_names)
+        not_files.extend(bad_entries)
+    if not_files:
+        # Left out, they would shrink a split without a word (a copy whose links lost their targets).
+        raise NotAFileError(
+            f"{name}: not an image file, though named like one ({len(not_files)} under {root_text!r}): "
+            f"{listing(not_files)}. Restore what they should hold, or remove them."
+        )
     if unmatched:
         raise FileNameError(
             f"{name}: {len(unmatched)} image file(s) under {root_text!r} do not follow the expected name pattern "
@@ -176,24 +185,38 @@ def _nested_root_hint(root: str, subs: list[str]) -> str:
     return ""
 
 
-def _scan_folder(folder: str, pattern: FileNamePattern) -> tuple[list[_Parsed], list[str]]:
-    """List image files in one split folder (sorted by name); return parsed images and unmatched paths."""
+def _scan_folder(folder: str, pattern: FileNamePattern) -> tuple[list[_Parsed], list[str], list[str]]:
+    """List image files in one split folder (sorted by name).
+
+    Returns the parsed images, the paths of unmatched names, and entries named like images
+    that are not files (described, for messages).
+    """
     parsed: list[_Parsed] = []
     unmatched: list[str] = []
+    not_files: list[str] = []
     with os.scandir(folder) as entries:
         # Sorted so the manifest order never depends on the file system's listing order.
-        files = sorted(entry.name for entry in entries if entry.is_file())
-    for file_name in files:
+        listed = sorted((entry.name, entry.is_file()) for entry in entries)
+    for file_name, is_file in listed:
         # Hidden files (e.g. macOS "._" resource forks) and non-images (Thumbs.db) are not data.
         if file_name.startswith(".") or not file_name.lower().endswith(IMAGE_EXTENSIONS):
             continue
         path = os.path.join(folder, file_name)
+        if not is_file:
+            not_files.append(_not_a_file(path))
+            continue
         ids = pattern.parse(file_name)
         if ids is None:
             unmatched.append(path)
         else:
             parsed.append(_Parsed(path, *ids))
-    return parsed, unmatched
+    return parsed, unmatched, not_files
+
+
+def _not_a_file(path: str) -> str:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"{path} (a symbolic link to {os.readlink(path)!r}, which does not exist)"
+    return f"{path} ({'a folder' if os.path.isdir(path) else 'not a regular file'})"
 
 
 def _drop_junk_and_distractors(name: str, split: str, items: list[_Parsed]) -> list[_Parsed]:

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 from clusteralign.data.errors import (
     ArchiveError,
+    ArchiveLimitError,
     ChecksumMismatchError,
     DatasetRootMissingError,
     DownloadError,
@@ -56,6 +57,13 @@ TAR_SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2",
 _CHUNK = 1 << 20
 _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
 _MAX_LISTED = 8
+# Extraction limits, checked against what an archive declares before anything is written. The
+# largest real dataset, MSMT17 V1, holds 126,441 images in about 130,000 entries (with its
+# identity folders and list files); 500,000 entries is almost four times that, and 32 GB would
+# take MSMT17's images averaging 250 KB each. A dataset's source raises either.
+DEFAULT_MAX_ENTRIES = 500_000
+DEFAULT_MAX_SIZE_GB = 32.0
+_GB = 10**9
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,9 @@ class DatasetSource:
 
     ``sha256`` / ``md5`` (hex, optional, both allowed) verify the archive. ``subdir`` names the
     folder inside the archive (or inside ``path``) that is the dataset root, e.g.
-    ``Market-1501-v15.09.15``.
+    ``Market-1501-v15.09.15``. ``max_entries`` and ``max_size_gb`` raise the limits an archive's
+    declared entry count and total size are checked against before extraction (None: the
+    defaults, `DEFAULT_MAX_ENTRIES` and `DEFAULT_MAX_SIZE_GB`).
     """
 
     path: Path | None = None
@@ -80,6 +90,8 @@ class DatasetSource:
     md5: str | None = None
     subdir: str | None = None
     filename: str | None = None
+    max_entries: int | None = None
+    max_size_gb: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("path", "archive"):
@@ -125,6 +137,24 @@ class DatasetSource:
             if (not isinstance(self.filename, str) or not self.filename or "/" in self.filename
                     or "\\" in self.filename or self.filename in (".", "..")):
                 raise SourceConfigError(f"source.filename: expected a plain file name, got {self.filename!r}.")
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        given = [name for name in ("max_entries", "max_size_gb") if getattr(self, name) is not None]
+        if given and self.path is not None:
+            raise SourceConfigError(f"source.{given[0]}: limits an archive's extraction; a `path:` folder has none.")
+        entries, size = self.max_entries, self.max_size_gb
+        if entries is not None and (isinstance(entries, bool) or not isinstance(entries, int) or entries < 1):
+            raise SourceConfigError(f"source.max_entries: expected a whole number of at least 1, got {entries!r}.")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < float("inf"):
+                raise SourceConfigError(f"source.max_size_gb: expected a finite number above 0, got {size!r}.")
+            object.__setattr__(self, "max_size_gb", float(size))
+
+    def extraction_limits(self) -> tuple[int, int]:
+        """The most entries and bytes (declared) an archive of this source may extract to."""
+        size_gb = DEFAULT_MAX_SIZE_GB if self.max_size_gb is None else self.max_size_gb
+        return (DEFAULT_MAX_ENTRIES if self.max_entries is None else self.max_entries), int(size_gb * _GB)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], key: str = "source") -> DatasetSource:
@@ -135,6 +165,10 @@ class DatasetSource:
         unknown = sorted(set(data) - set(allowed))
         if unknown:
             raise SourceConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}.")
+        # In code None means "not given"; in a config file an empty value is a mistake (the schema says so too).
+        nulls = sorted(name for name, value in data.items() if value is None)
+        if nulls:
+            raise SourceConfigError(f"{key}.{nulls[0]}: got null (an empty value); give a value or leave the key out.")
         try:
             return cls(**dict(data))
         except SourceConfigError as err:
@@ -189,6 +223,10 @@ def source_schema() -> dict[str, Any]:
             "md5": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
             "subdir": {"type": "string", "minLength": 1, "description": "The dataset root inside the archive."},
             "filename": {"type": "string", "minLength": 1, "description": "Name to save a download under."},
+            "max_entries": {"type": "integer", "minimum": 1,
+                            "description": f"Most archive entries extracted (default {DEFAULT_MAX_ENTRIES})."},
+            "max_size_gb": {"type": "number", "exclusiveMinimum": 0,
+                            "description": f"Most GB an archive declares (default {DEFAULT_MAX_SIZE_GB:g})."},
         },
         "oneOf": [{"required": ["path"]}, {"required": ["archive"]}, {"required": ["url"]}],
     }
@@ -546,19 +584,24 @@ def archive_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str], *,
+                 max_entries: int = DEFAULT_MAX_ENTRIES, max_bytes: int = int(DEFAULT_MAX_SIZE_GB * _GB)) -> None:
     """Extract a zip or tar archive into the existing folder ``target``, refusing unsafe entries.
 
     Refused (``UnsafeArchiveError``, naming the archive and the entry): absolute paths, ``..``
     components, symbolic or hard links that resolve outside ``target``, and anything that is not
     a regular file, folder or link (device files, FIFOs). Each entry is checked before it is
     written, so nothing is ever written outside ``target``; the caller discards ``target`` on error.
+    An archive declaring more than ``max_entries`` entries or ``max_bytes`` bytes in all is refused
+    (``ArchiveLimitError``) before anything is written: zip and tar readers write no more than
+    each entry declares.
     """
     target_real = os.path.realpath(target)
     if not os.path.isdir(target_real):
         raise ArchiveError(f"extraction folder {os.fspath(target)!r} does not exist.")
     kind = archive_format(archive)
     try:
+        _check_declared(Path(archive), kind, max_entries, max_bytes)
         if kind == "zip":
             links = _extract_zip(Path(archive), target_real)
         else:
@@ -571,6 +614,33 @@ def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]
     for link, name in links:
         if not _inside(os.path.realpath(link), target_real):
             _unsafe(archive, name, "is a link that resolves outside the extraction folder")
+
+
+def _declared(archive: Path, kind: str) -> Iterator[int]:
+    """The size each entry of the archive declares, in archive order."""
+    if kind == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            yield from (info.file_size for info in zf.infolist())
+    else:
+        # A tar has no index: its headers are read through (decompressing it once more).
+        with tarfile.open(archive, "r:*") as tar:
+            yield from (member.size for member in tar)
+
+
+def _check_declared(archive: Path, kind: str, max_entries: int, max_bytes: int) -> None:
+    """Raise ArchiveLimitError when the archive declares more entries or bytes than allowed."""
+    count = total = 0
+    for size in _declared(archive, kind):
+        count, total = count + 1, total + size
+        if count > max_entries or total > max_bytes:
+            what = (f"more than {max_entries:,} entries" if count > max_entries else
+                    f"more than {max_bytes / _GB:g} GB of files")
+            key = "max_entries" if count > max_entries else "max_size_gb"
+            raise ArchiveLimitError(
+                f"refusing to extract {str(archive)!r}: it declares {what}, above the limit (the defaults leave "
+                f"room for the largest real dataset, MSMT17, several times over). If this archive is what you "
+                f"expect, raise `{key}` in the dataset's source; nothing was extracted."
+            )
 
 
 def _unsafe(archive: str | os.PathLike[str], name: str, why: str) -> None:
@@ -737,7 +807,8 @@ def _extract_atomically(archive: Path, dest: Path, source: DatasetSource, record
     try:
         os.chmod(tmp, 0o755)
         logger.info("extracting %s into %s", archive, dest)
-        safe_extract(archive, tmp)
+        max_entries, max_bytes = source.extraction_limits()
+        safe_extract(archive, tmp, max_entries=max_entries, max_bytes=max_bytes)
         _check_root(tmp / source.subdir if source.subdir else tmp, tmp, source, archive)
         # Written last: its presence means the extraction before it finished.
         write_json(tmp / MARKER_NAME, dict(record))

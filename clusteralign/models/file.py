@@ -87,7 +87,7 @@ class ModelFile:
                 meta=dict(obj.get("meta", {})),
             )
         except (TypeError, ValueError) as err:
-            raise UnreadableFileError(f"{path}: not a clusteralign model file ({err})") from err
+            raise UnreadableFileError(f"{path}: not a clusteralign model file ({err})", path) from err
 
     def build(self) -> nn.Module:
         """The network with these weights loaded strictly (no pretrained weights needed)."""

@@ -6,14 +6,36 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
-from ..io import remove_stale_temporaries
+from ..io import UnreadableFileError, remove_stale_temporaries
 from ..train.compile_cache import compile_cache_dir, use_compile_cache
+from .supervision import stop_with_snakemake
 
 
 _FORK_HOOKS_REGISTERED = False
+# Where the workflow writes what its jobs make (never a file the user gave, such as weights).
+RESULTS = "results"
+
+
+def with_rerun_hint(err: UnreadableFileError, inputs: Iterable[str]) -> UnreadableFileError | None:
+    """`err` saying how to make the file again, when it is an input an earlier job wrote; else None.
+
+    Snakemake sees a truncated model.pt as up to date, so running the workflow as before fails
+    again; `--forcerun` makes the file afresh (a training stage resumes its finished checkpoint).
+    """
+    if err.path is None:
+        return None
+    path = Path(os.path.normpath(err.path))
+    written = {Path(os.path.normpath(p)) for p in inputs if Path(os.path.normpath(p)).parts[:1] == (RESULTS,)}
+    if path not in written:
+        return None
+    return UnreadableFileError(
+        f"{err}. An earlier job of the workflow wrote it, so running the workflow as before fails again: add "
+        f"`--forcerun {path}` at the end of the command to make it afresh", err.path)
 
 
 def exit_on_sigterm() -> None:
@@ -59,6 +81,8 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
     logging.captureWarnings(True)
     log = logging.getLogger(f"clusteralign.{smk.rule}")
     exit_on_sigterm()
+    # Killed with -9, Snakemake would leave this job running as an orphan.
+    stop_with_snakemake(log)
     # This job is its outputs' only writer: what a killed attempt left half written goes.
     for output in smk.output:
         for stale in remove_stale_temporaries(output):
@@ -71,10 +95,20 @@ def workflow_step(smk: Any) -> Iterator[logging.Logger]:
     torch.set_num_threads(max(1, int(smk.threads)))
     try:
         yield log
+    except UnreadableFileError as err:
+        log.exception("rule %s failed", smk.rule)
+        hinted = with_rerun_hint(err, smk.input)
+        if hinted is None:
+            raise
+        log.error("%s", hinted)
+        raise hinted from None
     except Exception:
         log.exception("rule %s failed", smk.rule)
         raise
     except SystemExit as stop:
         # Else a job stopped by its time limit or a cancel ends its log without a word.
         log.error("rule %s stopped (exit status %s), e.g. by SIGTERM from SLURM or Snakemake", smk.rule, stop.code)
+        raise
+    except KeyboardInterrupt:
+        log.error("rule %s stopped by Ctrl-C", smk.rule)
         raise

@@ -71,4 +71,4 @@ class AnchorSet:
         try:
             return cls(anchors=obj["anchors"], pids=list(obj["pids"]), stats=dict(obj["stats"]))
         except (TypeError, ValueError) as err:
-            raise UnreadableFileError(f"{path}: not an anchor file ({err})") from err
+            raise UnreadableFileError(f"{path}: not an anchor file ({err})", path) from err

@@ -21,6 +21,7 @@ import pandas as pd
 from ..config import EvalConfig, FeatureConfig, ModelConfig, StageConfig, from_dict, to_dict
 from ..data.manifest import read_manifest, write_manifest
 from ..io import write_json
+from .stage_lock import stage_lock
 from .trainer import StageSpec, train_stage
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,18 @@ def read_launch_spec(path: Path) -> tuple[StageSpec, Path | None]:
 
 
 def run_stage(spec: StageSpec, log_file: Path | None = None) -> pd.DataFrame | None:
-    """Train `spec` in this process, or in `spec.stage.world_size` processes under torchrun."""
+    """Train `spec` in this process, or in `spec.stage.world_size` processes under torchrun.
+
+    Holds the stage folder's training lock meanwhile (`stage_lock`): a second training of the
+    same stage waits for this one to end, then refuses. Under an outside torchrun, rank 0 holds it.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _run_stage(spec, log_file)
+    with stage_lock(spec.out_dir):
+        return _run_stage(spec, log_file)
+
+
+def _run_stage(spec: StageSpec, log_file: Path | None) -> pd.DataFrame | None:
     n = spec.stage.world_size
     if n == 1 or "LOCAL_RANK" in os.environ:
         return train_stage(spec)
