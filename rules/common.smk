@@ -124,6 +124,11 @@ def gpus(stage):
     return count
 
 
+def eval_gpu(wildcards):
+    # The final evaluation holds a GPU only when its `eval: device` may use one.
+    return 0 if EXPERIMENTS[wildcards.experiment].eval.device == "cpu" else 1
+
+
 def inference_gpu(stage=None):
     # Feature extraction runs on the device of the settings it uses: `stage`'s, or those of
     # the {stage} wildcard.
