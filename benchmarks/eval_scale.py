@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peer", action="store_true", help="leave out torchreid")
     p.add_argument("--skip-full", action="store_true", help="leave out (a) and (b) at the full size")
     # Internal: run one variant on the saved problem and print its result (a child process).
-    p.add_argument("--child", choices=["plain", "rerank", "torchreid"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["generate", "plain", "rerank", "torchreid"], help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--limit", type=int, nargs=2, metavar=("QUERIES", "GALLERY"), help=argparse.SUPPRESS)
     return p
@@ -85,10 +85,14 @@ def torchreid_re_ranking():
 def _load(data: Path, limit: list[int] | None):
     import torch
 
-    arrays = {name: np.load(data / f"{name}.npy") for name in ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids")}
+    # For a part, mapped rather than read, so the rest never enters memory; np.array copies the part.
+    arrays = {name: np.load(data / f"{name}.npy", mmap_mode="r" if limit else None)
+              for name in ("qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids")}
     n_q, n_g = limit if limit else (len(arrays["qf"]), len(arrays["gf"]))
-    qf, gf = torch.from_numpy(arrays["qf"][:n_q].copy()), torch.from_numpy(arrays["gf"][:n_g].copy())
-    labels = (arrays["q_pids"][:n_q], arrays["g_pids"][:n_g], arrays["q_camids"][:n_q], arrays["g_camids"][:n_g])
+    qf = torch.from_numpy(np.array(arrays["qf"][:n_q], copy=bool(limit)))
+    gf = torch.from_numpy(np.array(arrays["gf"][:n_g], copy=bool(limit)))
+    labels = tuple(np.array(arrays[k][:n]) for k, n in (("q_pids", n_q), ("g_pids", n_g), ("q_camids", n_q),
+                                                          ("g_camids", n_g)))
     del arrays
     return qf, gf, labels
 
@@ -137,6 +141,10 @@ def _rss_gib() -> float | None:
 def _run_child(args: argparse.Namespace, variant: str, data: Path, limit: tuple[int, int] | None) -> dict:
     """Run one variant in a process of its own: its result and peak RSS (GiB), or its error."""
     cmd = [sys.executable, __file__, "--child", variant, "--data", str(data), "--device", args.device]
+    if variant == "generate":
+        cmd += ["--num-query", str(args.num_query), "--num-gallery", str(args.num_gallery), "--num-distractors",
+                str(args.num_distractors), "--num-ids", str(args.num_ids), "--num-cams", str(args.num_cams),
+                "--dim", str(args.dim), "--seed", str(args.seed)]
     if limit:
         cmd += ["--limit", str(limit[0]), str(limit[1])]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -154,8 +162,9 @@ def _run_child(args: argparse.Namespace, variant: str, data: Path, limit: tuple[
     return {**result, "peak_gib": usage.ru_maxrss / 2**20}
 
 
-def _save_problem(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
-    """Draw the problem and save it; returns (seconds, GiB of float32 features)."""
+def _generate(args: argparse.Namespace) -> None:
+    """Child: draw the problem, save it in --data, and say what it took."""
+    import torch
     from eval_speed import make_problem
 
     t0 = time.perf_counter()
@@ -163,8 +172,10 @@ def _save_problem(args: argparse.Namespace, folder: Path) -> tuple[float, float]
                         args.dim, args.seed)
     for name, value in (("qf", prob.query.numpy()), ("gf", prob.gallery.numpy()), ("q_pids", prob.q_pids),
                         ("g_pids", prob.g_pids), ("q_camids", prob.q_camids), ("g_camids", prob.g_camids)):
-        np.save(folder / f"{name}.npy", value)
-    return time.perf_counter() - t0, (prob.query.numel() + prob.gallery.numel()) * 4 / 2**30
+        np.save(args.data / f"{name}.npy", value)
+    print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "torch": torch.__version__,
+                                  "threads": torch.get_num_threads(),
+                                  "feature_gib": (prob.query.numel() + prob.gallery.numel()) * 4 / 2**30}))
 
 
 def _cpu_name() -> str:
@@ -206,24 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     if args.child:
-        _child(args)
+        (_generate if args.child == "generate" else _child)(args)
         return 0
     if args.num_distractors >= args.num_gallery:
         p.error(f"--num-distractors ({args.num_distractors}) must be smaller than --num-gallery ({args.num_gallery})")
     if args.peer_memory_gb is not None and args.peer_memory_gb <= 0:
         p.error(f"--peer-memory-gb: must be positive, got {args.peer_memory_gb}")
-    import torch
-
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, "
-          f"{_available_gib() or float('nan'):.1f} GiB available; torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); device {args.device}")
+    # This process imports no torch and never holds the features: a child's peak RSS counts the
+    # memory of its parent at the fork, so the parent must stay small.
     print(f"problem: {args.num_query} queries x {args.num_gallery} gallery ({args.num_distractors} distractors), "
           f"{args.num_ids} ids, {args.num_cams} cameras, dim {args.dim}")
     with tempfile.TemporaryDirectory(prefix="eval_scale_") as tmp:
         folder = Path(tmp)
-        seconds, feature_gib = _save_problem(args, folder)
-        print(f"features drawn in {seconds:.1f} s: {feature_gib:.2f} GiB as float32. Peak: the process's peak "
-              "resident memory; at start: after importing torch and loading the features")
+        drawn = _run_child(args, "generate", folder, None)
+        if "error" in drawn:
+            print(f"drawing the problem failed: {drawn['error']}")
+            return 1
+        print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, {_available_gib() or float('nan'):.1f} GiB "
+              f"available; torch {drawn['torch']} ({drawn['threads']} threads); device {args.device}; "
+              f"this process {_rss_gib() or float('nan'):.2f} GiB")
+        print(f"features drawn in {drawn['seconds']:.1f} s: {drawn['feature_gib']:.2f} GiB as float32. Peak: the "
+              "process's peak resident memory; at start: after importing torch and loading the features")
         print(f"{'variant':<34} {'queries x gallery':>17} {'time (s)':>9} {'peak GiB':>9} {'at start':>9}")
         if not args.skip_full:
             for variant, label in (("plain", "(a) blockwise, no re-ranking"), ("rerank", "(b) blockwise, re-ranking")):
