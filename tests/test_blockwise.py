@@ -213,3 +213,17 @@ def test_bad_inputs_are_named():
     # Finite features whose squares overflow float32 give infinite distances.
     with pytest.raises(EvaluationInputError, match="the distance of query 0 to gallery image 0 is"):
         evaluate_features(qf * 1e30, gf * 1e30, *labels)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("rerank", [None, ReRankSettings()])
+def test_cuda_gives_the_cpu_metrics(rerank):
+    # The same code on the GPU: its float32 products round differently, so near-ties may swap.
+    qf, gf, *labels = _problem(9, n_q=80, n_g=600)
+    cpu = _quiet(evaluate_features, qf, gf, *labels, normalize=True, rerank=rerank, keep_rows=[3])
+    gpu = _quiet(evaluate_features, qf.cuda(), gf.cuda(), *labels, normalize=True, rerank=rerank, keep_rows=[3],
+                 max_block_bytes=600 * 8 * 9)
+    assert gpu.result.num_valid == cpu.result.num_valid
+    assert np.mean(gpu.result.first_rank == cpu.result.first_rank) > 0.95
+    assert gpu.result.mAP == pytest.approx(cpu.result.mAP, abs=2e-3)
+    np.testing.assert_allclose(gpu.rows[3], cpu.rows[3], rtol=0, atol=1e-4)
