@@ -63,6 +63,29 @@ def test_eval_speed_compares_the_ranker_with_numpy():
     assert re.search(r"speed-up \(c\)/\(b\): [\d.]+x", out), out
 
 
+def test_eval_scale_prints_time_and_peak_memory_of_each_variant():
+    out = run_benchmark("eval_scale.py", "--num-query", "40", "--num-gallery", "300", "--num-ids", "25",
+                        "--num-cams", "4", "--dim", "16", "--peer-memory-gb", "0.0005")
+    rows = {}
+    for line in out.splitlines():
+        match = re.match(r"(\([abc]\) [^\d]+?)\s+(\d+) x (\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+R1 ([\d.]+)\s+mAP ([\d.]+)",
+                         line)
+        if match:
+            rows.setdefault(match.group(1).strip(), []).append([float(v) for v in match.groups()[1:]])
+    assert [r[:2] for r in rows["(a) blockwise, no re-ranking"]] == [[40, 300]], out
+    full, *at_peer_size = rows["(b) blockwise, re-ranking"]
+    assert full[:2] == [40, 300]
+    for n_q, n_g, seconds, peak, start, r1, m_ap in rows["(a) blockwise, no re-ranking"] + [full]:
+        assert seconds >= 0 and peak >= start > 0 and 0 < m_ap <= 1
+    if importlib.util.find_spec("torchreid") is None:
+        assert "(c) torchreid: not installed" in out
+    else:
+        # sqrt(0.0005 GiB / 26 B) = 143 points, split in the problem's proportions; both give the same ranks
+        (peer,), (ours,) = rows["(c) torchreid re_ranking, full"], at_peer_size
+        assert peer[:2] == ours[:2] == [17, 126]
+        assert peer[5:] == pytest.approx(ours[5:], abs=1e-4)
+
+
 def test_extract_speed_prints_images_per_second():
     out = run_benchmark("extract_speed.py", "--base-width", "8", "--height", "64", "--width", "32",
                         "--num-images", "32", "--batch-size", "16", "--repeats", "1", "--device", "cpu")
@@ -186,6 +209,9 @@ def test_step_roofline_counts_what_train_throughput_counts():
     ("checkpoint_speed.py", ["--base-width", "0"], "--base-width: must be a positive integer, got 0"),
     ("eval_speed.py", ["--num-ids", "0"], "--num-ids: must be a positive integer, got 0"),
     ("eval_speed.py", ["--num-distractors", "-1"], "--num-distractors: must be 0 or more, got -1"),
+    ("eval_scale.py", ["--num-gallery", "0"], "--num-gallery: must be a positive integer, got 0"),
+    ("eval_scale.py", ["--peer-memory-gb", "-1"], "--peer-memory-gb: must be positive, got -1.0"),
+    ("eval_scale.py", ["--num-gallery", "10", "--num-distractors", "10"], "--num-distractors (10) must be smaller"),
     ("decode_speed.py", ["--height", "0"], "--height: must be a positive integer, got 0"),
     ("decode_speed.py", ["--config", "absent.yaml"], "--config absent.yaml: no such file"),
     ("stage1_time.py", ["absent.yaml"], "absent.yaml: no such file"),
