@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 
 TOOLKITS = ("torchreid", "fastreid", "clusteralign")
+# The Market-size preset: its synthetic set is the benchmark's, its stage 1 the project's recipe.
+PRESET = Path(__file__).resolve().parents[1] / "configs" / "synthetic_market_size.yaml"
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,8 @@ from clusteralign.data.manifest import read_manifest
 from clusteralign.train.sampler import PKSampler
 from clusteralign.train.trainer import StageSpec, train_stage
 
-from peer_common import Result, Settings
+from peer_common import PRESET, Result, Settings
 
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "synthetic_market_size.yaml"
 # The preset's GPU speed settings; on the CPU the stage's defaults replace them.
 GPU_SETTINGS = ("amp", "channels_last", "cuda_graph", "compile", "deterministic")
 

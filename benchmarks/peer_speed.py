@@ -44,10 +44,9 @@ from clusteralign.data.dataset_config import DatasetConfig
 from clusteralign.pipeline.prepare import prepare_dataset
 
 from bench_args import non_negative_int, positive_int
-from peer_common import TOOLKITS, Result, Settings
+from peer_common import PRESET, TOOLKITS, Result, Settings
 
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "synthetic_market_size.yaml"
-# The importable package each toolkit needs, and how to get it.
+# The package each toolkit's process imports (`make peers` installs the peers').
 PACKAGES = {"torchreid": "torchreid", "fastreid": "fastreid", "clusteralign": "clusteralign"}
 LABELS = {"torchreid": "torchreid", "fastreid": "fast-reid", "clusteralign": "this project"}
 
