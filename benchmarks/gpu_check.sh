@@ -7,6 +7,8 @@
 # STAGE1_EPOCHS=N trains that many epochs of the Market-size stage 1 instead of what the
 # budget allows, e.g. all 120 after only the CUDA tests:
 #   STAGE1_EPOCHS=120 bash benchmarks/gpu_check.sh 560 "$OUT" 'device|ranker|cuda tests|stage 1'
+# The peer comparison alone (after `make peer-wheels`, carrying .wheels):
+#   bash benchmarks/gpu_check.sh 560 "$OUT" 'device|ranker|peer speed'
 # STAGE1_OVERLAY=FILE merges a config overlay over the Market-size preset, e.g. the fast one:
 #   STAGE1_EPOCHS=120 STAGE1_OVERLAY=configs/synthetic_market_size_fast.yaml bash benchmarks/gpu_check.sh 560 "$OUT" \
 #     'device|ranker|stage 1'
@@ -92,4 +94,8 @@ step "train throughput, batch 64, CUDA graph + compile max-autotune" 300 python3
   "${R50[@]}" --steps 40 --warmup 10 --cuda-graph --compile --compile-mode max-autotune-no-cudagraphs
 step "train throughput, every family" 150 python3 benchmarks/train_throughput.py "${R50[@]}" --family all \
   --steps 15 --warmup 5
+# torchreid's and fast-reid's training step beside stage 1's, same images (docs/performance.md).
+# Needs the peers' wheels in .wheels/ (make peer-wheels here, carried there); installs them offline.
+step "peer speed, Market-size" 420 bash -c 'bash benchmarks/peer_wheels.sh install .wheels && \
+  python3 benchmarks/peer_speed.py --device cuda --work-dir /tmp/peer_speed'
 echo "== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"
