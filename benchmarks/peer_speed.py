@@ -21,8 +21,8 @@ install (`make peers`; docs/performance.md says why fast-reid needs `--no-deps` 
 compatibility names). Examples:
 
     python benchmarks/peer_speed.py --device cuda                                  # Market-size, H200: see docs
-    python benchmarks/peer_speed.py --device cpu --backbone resnet18 --height 128 --width 64 \\
-        --train-ids 64 --test-ids 8 --steps 20 --warmup 3                          # what fits two CPU cores
+    python benchmarks/peer_speed.py --device cpu --height 128 --width 64 --train-ids 48 --test-ids 4 \\
+        --steps 8 --warmup 2 --workers 2                                           # what fits two CPU cores
 """
 
 from __future__ import annotations
@@ -187,6 +187,8 @@ def parse_args() -> argparse.Namespace:
         p.error(f"--toolkits: unknown {', '.join(unknown) or '(none given)'}; expected some of {', '.join(TOOLKITS)}")
     if args.num_instances < 2:
         p.error(f"--num-instances: the triplet loss needs at least 2 images per identity, got {args.num_instances}")
+    if args.train_ids is not None and args.train_ids < args.num_identities:
+        p.error(f"--train-ids: a batch draws {args.num_identities} identities (--num-identities), got {args.train_ids}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     elif args.device == "cuda" and not torch.cuda.is_available():

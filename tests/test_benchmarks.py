@@ -193,6 +193,7 @@ def test_step_roofline_counts_what_train_throughput_counts():
     ("peer_speed.py", ["--toolkits", "torchreid,nosuch"], "--toolkits: unknown nosuch"),
     ("peer_speed.py", ["--num-instances", "1"], "--num-instances: the triplet loss needs at least 2"),
     ("peer_speed.py", ["--backbone", "resnet34"], "--backbone: invalid choice: 'resnet34'"),
+    ("peer_speed.py", ["--train-ids", "8"], "--train-ids: a batch draws 16 identities (--num-identities), got 8"),
     ("stage1_time.py", ["absent.yaml"], "absent.yaml: no such file"),
     ("stage1_time.py", ["README.md"], "README.md: not valid YAML"),
     ("stage1_time.py", ["config.yaml", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
