@@ -5,8 +5,15 @@ VENV ?= .venv
 CONSTRAINTS ?= constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEERS_STAMP := $(VENV)/.peers
+# fast-reid's PyPI release pins torch 1.13 and torchvision 0.14: pip refuses it beside this
+# project's torch, so it is installed without its dependencies (docs/performance.md).
+FASTREID := fastreid==1.4.0
+# The `peers` extra's requirements, from pyproject.toml.
+PEERS_EXTRA = $(BIN)/python -c "import tomllib; \
+  print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['peers'])"
 
-.PHONY: run test venv clean
+.PHONY: run test venv peers peer-wheels clean
 
 venv: $(STAMP)
 
@@ -19,11 +26,25 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS) $(wildcard clusteralign/*/*.pyx
 	$(BIN)/python -m pip install -qq $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) --no-build-isolation -e ".[test,slurm]"
 	touch $@
 
+# The peer toolkits benchmarks/peer_speed.py compares with: the `peers` extra's requirements
+# (named, so that the project itself is not reinstalled and rebuilt), then fast-reid.
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -qq $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) --no-build-isolation $$($(PEERS_EXTRA))
+	$(BIN)/python -m pip install -qq --no-deps $(FASTREID)
+	touch $@
+
+# The peers' wheels in .wheels/, for a machine without internet (benchmarks/peer_wheels.sh).
+peer-wheels: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/peer_wheels.sh download .wheels
+
 run: $(STAMP)
 	$(BIN)/snakemake --resources gpu=1 --cores all
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# The peers are installed too, so that the peer benchmark's test runs rather than skips.
+test: $(STAMP) $(PEERS_STAMP)
+	CLUSTERALIGN_REQUIRE_PEERS=1 $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info clusteralign/eval/_rank.c clusteralign/eval/*.so
+	rm -rf $(VENV) .wheels build *.egg-info clusteralign/eval/_rank.c clusteralign/eval/*.so

@@ -7,6 +7,8 @@
 # STAGE1_EPOCHS=N trains that many epochs of the Market-size stage 1 instead of what the
 # budget allows, e.g. all 120 after only the CUDA tests:
 #   STAGE1_EPOCHS=120 bash benchmarks/gpu_check.sh 560 "$OUT" 'device|ranker|cuda tests|stage 1'
+# The peer comparison alone (after `make peer-wheels`, carrying .wheels):
+#   bash benchmarks/gpu_check.sh 560 "$OUT" 'device|ranker|peer speed'
 # STAGE1_OVERLAY=FILE merges a config overlay over the Market-size preset, e.g. the fast one:
 #   STAGE1_EPOCHS=120 STAGE1_OVERLAY=configs/synthetic_market_size_fast.yaml bash benchmarks/gpu_check.sh 560 "$OUT" \
 #     'device|ranker|stage 1'
@@ -46,7 +48,8 @@ step "device" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_versio
 step "build ranker" 120 python3 setup.py -q build_ext --inplace
 step "cuda tests" 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
   "tests/test_augment.py::test_cuda_matches_cpu_for_the_same_random_stream" tests/test_distance.py \
-  "tests/test_batches.py::test_the_batches_do_not_depend_on_the_chunk_on_cuda"
+  "tests/test_batches.py::test_the_batches_do_not_depend_on_the_chunk_on_cuda" \
+  "tests/test_blockwise.py::test_cuda_gives_the_cpu_metrics"
 step "train throughput, batch 64" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 40 --warmup 10
 step "train throughput, batch 64, CUDA graph" 90 python3 benchmarks/train_throughput.py "${R50[@]}" --steps 40 \
   --warmup 10 --cuda-graph
@@ -92,4 +95,11 @@ step "train throughput, batch 64, CUDA graph + compile max-autotune" 300 python3
   "${R50[@]}" --steps 40 --warmup 10 --cuda-graph --compile --compile-mode max-autotune-no-cudagraphs
 step "train throughput, every family" 150 python3 benchmarks/train_throughput.py "${R50[@]}" --family all \
   --steps 15 --warmup 5
+# Evaluation from features at MSMT17's size (11,659 x 82,161, 2,048-d), with and without
+# re-ranking, all on the GPU; alone: bash benchmarks/gpu_check.sh 420 "$OUT" 'device|build ranker|MSMT17'
+step "evaluation at MSMT17 size, on the GPU" 300 python3 benchmarks/eval_scale.py --device cuda --no-peer
+# torchreid's and fast-reid's training step beside stage 1's, same images (docs/performance.md).
+# Needs the peers' wheels in .wheels/ (make peer-wheels here, carried there); installs them offline.
+step "peer speed, Market-size" 420 bash -c 'bash benchmarks/peer_wheels.sh install .wheels && \
+  python3 benchmarks/peer_speed.py --device cuda --work-dir /tmp/peer_speed'
 echo "== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"

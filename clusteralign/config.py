@@ -238,6 +238,19 @@ class EvalConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class FinalEvalConfig(EvalConfig):
+    """The final evaluation: how query features are ranked against the gallery, and where.
+
+    Validation during training keeps its stage's device and has no such setting.
+    """
+
+    # Where distances, re-ranking and ranks are computed, a block of queries at a time: "cpu"
+    # ranks with the compiled ranker; "cuda" keeps all of it on the GPU with a torch ranker (its
+    # float32 rounding differs in the last digits); "auto" picks CUDA when visible.
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+
+
+@dataclass(frozen=True)
 class StageConfig(_Checked):
     """One training stage. Defaults are stage 1 of the paper (the strong baseline)."""
 
@@ -406,7 +419,7 @@ class ExperimentConfig:
     # Validation during training is kept apart from `eval` so that changing the final
     # evaluation (say, switching re-ranking on) never retrains a stage.
     validation: EvalConfig
-    eval: EvalConfig
+    eval: FinalEvalConfig
     # Also train stage 2 without the anchor loss (same start, schedule and seed): the report
     # then separates what the anchor loss buys from what more training at a small lr buys.
     control: bool = False
@@ -671,7 +684,7 @@ def build_experiment(name: str, raw: dict[str, Any], models: dict[str, Any]) -> 
         stage2=stage2,
         features=from_dict(FeatureConfig, _section(raw, "features", key), f"{key}.features"),
         validation=_validation(_section(raw, "validation", key), f"{key}.validation"),
-        eval=from_dict(EvalConfig, _section(raw, "eval", key), f"{key}.eval"),
+        eval=from_dict(FinalEvalConfig, _section(raw, "eval", key), f"{key}.eval"),
         control=_convert(raw.get("control", False), bool, f"{key}.control"),
         replicates=_replicates(raw.get("replicates", 1), f"{key}.replicates"),
         test_datasets=_test_datasets(raw.get("test_datasets", []), raw["dataset"], f"{key}.test_datasets"),

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .config import FLOAT_TEXT, EvalConfig, FeatureConfig, ModelConfig, ReportConfig, StageConfig
+from .config import FLOAT_TEXT, EvalConfig, FeatureConfig, FinalEvalConfig, ModelConfig, ReportConfig, StageConfig
 
 
 def _schema_of(tp: Any) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def config_schema() -> dict[str, Any]:
             "stage2": dataclass_schema(StageConfig),
             "features": dataclass_schema(FeatureConfig),
             "validation": dataclass_schema(EvalConfig),
-            "eval": dataclass_schema(EvalConfig),
+            "eval": dataclass_schema(FinalEvalConfig),
             "control": {"type": "boolean", "description": "Also train stage 2 without the anchor loss."},
             "replicates": {"type": "integer", "minimum": 1,
                            "description": "Independent replicates; replicate r trains every stage with seed + r."},

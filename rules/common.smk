@@ -151,6 +151,11 @@ def training_gpus(wildcards):
     return 0 if cfg.device == "cpu" else cfg.world_size
 
 
+def eval_gpu(wildcards):
+    # The final evaluation holds a GPU only when its `eval: device` may use one.
+    return 0 if EXPERIMENTS[wildcards.experiment].eval.device == "cpu" else 1
+
+
 def inference_gpu(stage=None):
     # Feature extraction runs on the device of the settings it uses: `stage`'s, or those of
     # the {stage} wildcard.

@@ -50,6 +50,7 @@ rule evaluate:
         "../envs/clusteralign.yaml"
     threads: 2
     resources:
+        gpu=eval_gpu,
         mem_mb=8000,
         runtime=60,
     params:

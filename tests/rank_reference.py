@@ -21,6 +21,10 @@ class ReferenceResult:
     mINP: float
     num_valid: int
     num_skipped: int
+    # Per query: 0-based rank of the first true match (-1 skipped), AP and INP (NaN skipped).
+    first_rank: np.ndarray
+    ap: np.ndarray
+    inp: np.ndarray
 
 
 def reference_rank(
@@ -37,6 +41,9 @@ def reference_rank(
     all_cmc = []
     all_ap = []
     all_inp = []
+    first_rank = np.full(n_q, -1, dtype=np.int64)
+    per_ap = np.full(n_q, np.nan)
+    per_inp = np.full(n_q, np.nan)
     for q in range(n_q):
         order = np.argsort(distmat[q], kind="stable")
         pids = g_pids[order]
@@ -59,6 +66,8 @@ def reference_rank(
         all_ap.append((precision * matches).sum() / num_rel)
         hardest = np.flatnonzero(matches)[-1]
         all_inp.append(hits[hardest] / (hardest + 1.0))
+        first_rank[q] = np.flatnonzero(matches)[0]
+        per_ap[q], per_inp[q] = all_ap[-1], all_inp[-1]
     num_valid = len(all_cmc)
     if num_valid == 0:
         raise ValueError("reference_rank: no query has a valid match")
@@ -68,4 +77,7 @@ def reference_rank(
         mINP=float(np.mean(all_inp)),
         num_valid=num_valid,
         num_skipped=n_q - num_valid,
+        first_rank=first_rank,
+        ap=per_ap,
+        inp=per_inp,
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
 import re
 import subprocess
 import sys
@@ -61,6 +63,29 @@ def test_eval_speed_compares_the_ranker_with_numpy():
     out = run_benchmark("eval_speed.py", "--num-query", "60", "--num-gallery", "400", "--num-distractors", "40",
                         "--num-ids", "30", "--dim", "32")
     assert re.search(r"speed-up \(c\)/\(b\): [\d.]+x", out), out
+
+
+def test_eval_scale_prints_time_and_peak_memory_of_each_variant():
+    out = run_benchmark("eval_scale.py", "--num-query", "40", "--num-gallery", "300", "--num-ids", "25",
+                        "--num-cams", "4", "--dim", "16", "--peer-memory-gb", "0.0005")
+    rows = {}
+    for line in out.splitlines():
+        match = re.match(r"(\([abc]\) [^\d]+?)\s+(\d+) x (\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+R1 ([\d.]+)\s+mAP ([\d.]+)",
+                         line)
+        if match:
+            rows.setdefault(match.group(1).strip(), []).append([float(v) for v in match.groups()[1:]])
+    assert [r[:2] for r in rows["(a) blockwise, no re-ranking"]] == [[40, 300]], out
+    full, *at_peer_size = rows["(b) blockwise, re-ranking"]
+    assert full[:2] == [40, 300]
+    for n_q, n_g, seconds, peak, start, r1, m_ap in rows["(a) blockwise, no re-ranking"] + [full]:
+        assert seconds >= 0 and peak >= start > 0 and 0 < m_ap <= 1
+    if importlib.util.find_spec("torchreid") is None:
+        assert "(c) torchreid: not installed" in out
+    else:
+        # sqrt(0.0005 GiB / 26 B) = 143 points, split in the problem's proportions; both give the same ranks
+        (peer,), (ours,) = rows["(c) torchreid re_ranking, full"], at_peer_size
+        assert peer[:2] == ours[:2] == [17, 126]
+        assert peer[5:] == pytest.approx(ours[5:], abs=1e-4)
 
 
 def test_extract_speed_prints_images_per_second():
@@ -186,8 +211,15 @@ def test_step_roofline_counts_what_train_throughput_counts():
     ("checkpoint_speed.py", ["--base-width", "0"], "--base-width: must be a positive integer, got 0"),
     ("eval_speed.py", ["--num-ids", "0"], "--num-ids: must be a positive integer, got 0"),
     ("eval_speed.py", ["--num-distractors", "-1"], "--num-distractors: must be 0 or more, got -1"),
+    ("eval_scale.py", ["--num-gallery", "0"], "--num-gallery: must be a positive integer, got 0"),
+    ("eval_scale.py", ["--peer-memory-gb", "-1"], "--peer-memory-gb: must be positive, got -1.0"),
+    ("eval_scale.py", ["--num-gallery", "10", "--num-distractors", "10"], "--num-distractors (10) must be smaller"),
     ("decode_speed.py", ["--height", "0"], "--height: must be a positive integer, got 0"),
     ("decode_speed.py", ["--config", "absent.yaml"], "--config absent.yaml: no such file"),
+    ("peer_speed.py", ["--toolkits", "torchreid,nosuch"], "--toolkits: unknown nosuch"),
+    ("peer_speed.py", ["--num-instances", "1"], "--num-instances: the triplet loss needs at least 2"),
+    ("peer_speed.py", ["--backbone", "resnet34"], "--backbone: invalid choice: 'resnet34'"),
+    ("peer_speed.py", ["--train-ids", "8"], "--train-ids: a batch draws 16 identities (--num-identities), got 8"),
     ("stage1_time.py", ["absent.yaml"], "absent.yaml: no such file"),
     ("stage1_time.py", ["README.md"], "README.md: not valid YAML"),
     ("stage1_time.py", ["config.yaml", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
@@ -220,3 +252,62 @@ def test_data_sheet_prefers_the_more_specific_name(monkeypatch):
     assert data_sheet("NVIDIA H100 NVL") == (835.0, 3.9)
     assert data_sheet("NVIDIA H100 80GB HBM3") == (989.0, 3.35)
     assert data_sheet("NVIDIA GeForce RTX 4090") is None
+
+
+PEERS = ("torchreid", "fastreid")
+
+
+def require_peers() -> None:
+    """Skip without the peer toolkits (`make peers`); CLUSTERALIGN_REQUIRE_PEERS=1 (make test) fails instead."""
+    missing = [name for name in PEERS if importlib.util.find_spec(name) is None]
+    if missing:
+        reason = f"{', '.join(missing)} not installed (make peers)"
+        if os.environ.get("CLUSTERALIGN_REQUIRE_PEERS") == "1":
+            pytest.fail(f"CLUSTERALIGN_REQUIRE_PEERS=1, but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.mark.slow
+def test_peer_speed_trains_every_toolkit_on_the_same_images(tmp_path):
+    require_peers()
+    out = run_benchmark("peer_speed.py", "--device", "cpu", "--backbone", "resnet18", "--height", "32", "--width", "16",
+                        "--image-height", "64", "--image-width", "32", "--train-ids", "4", "--test-ids", "2",
+                        "--num-identities", "4", "--num-instances", "4", "--steps", "3", "--warmup", "1",
+                        "--workers", "1", "--prepare-workers", "1", "--threads", "1", "--work-dir", str(tmp_path))
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    train = manifest[manifest["split"] == "train"]
+    rows = {}
+    for line in out[out.index("toolkit "):].splitlines()[1:4]:
+        name, rest = line[:13].strip(), line[13:].split()
+        rows[name] = rest
+    assert list(rows) == ["torchreid", "fast-reid", "this project"], out
+    speeds = {}
+    for name, (version, train_set, steps, ips, wait, setup, *warmup) in rows.items():
+        # Each toolkit trained on the manifest's training images and identities, for at least 3 timed steps.
+        assert train_set == f"{len(train)}/{train['pid'].nunique()}", (name, out)
+        assert int(steps) >= 3 and float(ips) > 0 and float(setup) > 0, (name, out)
+        speeds[name] = float(ips)
+    assert rows["torchreid"][0] == "0.2.5" and rows["fast-reid"][0] == "1.4.0"
+    assert rows["this project"][4] == "-" and all(rows[p][4].endswith("%") for p in ("torchreid", "fast-reid"))
+    assert "fp32 (AMP needs CUDA)" in out and "fp32, channels_last True, eager" in out
+    for peer in ("torchreid", "fast-reid"):
+        ratio = float(re.search(rf"this project / {peer} +([\d.]+)x", out).group(1))
+        assert ratio == pytest.approx(speeds["this project"] / speeds[peer], rel=0.02, abs=0.01)
+    fastest = max(("torchreid", "fast-reid"), key=speeds.get)
+    assert f"the faster peer ({fastest})" in out
+    # Each toolkit's own result file, written by its own process.
+    for toolkit in ("torchreid", "fastreid", "clusteralign"):
+        result = json.loads((tmp_path / f"{toolkit}.json").read_text())
+        assert result["images"] >= 3 * 16 and result["seconds"] > 0
+
+
+def test_peer_speed_names_a_toolkit_that_is_not_installed(monkeypatch, tmp_path, capsys):
+    peer_speed = load_script(monkeypatch, "peer_speed")
+    monkeypatch.setattr(peer_speed, "find_spec", lambda name: None if name == "fastreid" else object())
+    settings = peer_speed.Settings(manifest="m.csv", work_dir=str(tmp_path), device="cpu", height=32, width=16,
+                                   num_identities=2, num_instances=2, backbone="resnet18", workers=1, warmup=0,
+                                   steps=1)
+    outcome = peer_speed.spawn("fastreid", settings, tmp_path)
+    assert outcome.result is None and outcome.error == "fastreid is not installed (make peers)"
+    peer_speed.print_table([outcome])
+    assert "fast-reid" in capsys.readouterr().out

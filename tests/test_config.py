@@ -92,6 +92,15 @@ def test_validation_refuses_re_ranking_and_stage2_inherits_the_augment_chunk():
     assert exp.stage2.augment_chunk == exp.stage2_control.augment_chunk == 4
 
 
+def test_only_the_final_evaluation_has_a_device():
+    exp = build_experiment("e", {"dataset": "d", "model": "r18", "eval": {"device": "cuda"}}, MODELS)
+    assert exp.eval.device == "cuda" and build_experiment("e", {"dataset": "d", "model": "r18"}, MODELS).eval.device == "cpu"
+    with pytest.raises(ConfigError, match=r"experiments.e.validation: unknown key\(s\) device"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "validation": {"device": "cpu"}}, MODELS)
+    with pytest.raises(ConfigError, match=r"experiments.e.eval.device: expected one of 'auto' \| 'cpu' \| 'cuda'"):
+        build_experiment("e", {"dataset": "d", "model": "r18", "eval": {"device": "gpu"}}, MODELS)
+
+
 def test_the_edges_of_each_range_and_null_are_accepted():
     exp = build_experiment("e", {"dataset": "d", "model": "r18", "stage1": {
         "eval_every": 0, "seed": 0, "num_threads": None, "augment": {"pad": 0, "flip_prob": 1, "random_erasing_prob": 0},

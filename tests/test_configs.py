@@ -85,8 +85,8 @@ def test_overlay_changes_only_what_it_names(overlay, tmp_path):
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_config_plans(name, tmp_path):
     plan = snakemake(tmp_path, ROOT / "configs" / name, "-n")
-    for experiment in yaml.safe_load((ROOT / "configs" / name).read_text())["experiments"]:
-        assert f"results/{experiment}/rep0/stage2/metrics.json" in plan
+    for experiment, raw in yaml.safe_load((ROOT / "configs" / name).read_text())["experiments"].items():
+        assert f"results/{experiment}/rep0/stage2/eval/{raw['dataset']}/metrics.json" in plan
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -96,8 +96,8 @@ def test_example_config_plans_and_prepares_its_datasets(name, tmp_path):
     # The dry run of the config as shipped: both stages, evaluation and the report of every experiment.
     plan = snakemake(tmp_path, config, "-n")
     raw = yaml.safe_load(config.read_text())
-    for experiment in raw["experiments"]:
-        assert f"results/{experiment}/rep0/stage2/metrics.json" in plan
+    for experiment, entry in raw["experiments"].items():
+        assert f"results/{experiment}/rep0/stage2/eval/{entry['dataset']}/metrics.json" in plan
     # Preparing the data for real: published checksums cannot match a fixture, so each is
     # replaced by the fixture archive's (checksum checking itself is tested in test_obtain.py).
     archives = set()

@@ -37,6 +37,9 @@ def _assert_matches_reference(
     np.testing.assert_allclose(ours.cmc, ref.cmc, rtol=0, atol=1e-6)
     assert ours.mAP == pytest.approx(ref.mAP, abs=1e-6)
     assert ours.mINP == pytest.approx(ref.mINP, abs=1e-6)
+    np.testing.assert_array_equal(ours.first_rank, ref.first_rank)
+    np.testing.assert_allclose(ours.ap, ref.ap, rtol=0, atol=1e-9)  # NaN where skipped, on both sides
+    np.testing.assert_allclose(ours.inp, ref.inp, rtol=0, atol=1e-9)
     return ours
 
 
@@ -147,6 +150,9 @@ def test_hand_computed_example():
     assert res.mAP == pytest.approx(0.75)
     assert res.mINP == pytest.approx(0.75)
     assert (res.num_valid, res.num_skipped) == (2, 0)
+    np.testing.assert_array_equal(res.first_rank, [1, 0])
+    np.testing.assert_allclose(res.ap, [0.5, 1.0])
+    np.testing.assert_allclose(res.inp, [0.5, 1.0])
     d = res.to_dict()
     assert d["R1"] == pytest.approx(0.5) and d["R5"] == pytest.approx(1.0) and "R10" not in d
 
@@ -199,6 +205,10 @@ def test_same_camera_only_matches_skip_the_query():
         1.0
     )  # query 1: its match at index 3 is nearest; index 2 is removed
     assert res.to_dict()["num_skipped"] == 1
+    # Per query: the skipped one has no rank and no AP or INP.
+    np.testing.assert_array_equal(res.first_rank, [-1, 0])
+    np.testing.assert_array_equal(res.ap, [np.nan, 1.0])
+    np.testing.assert_array_equal(res.inp, [np.nan, 1.0])
 
 
 def test_query_whose_identity_is_absent_is_skipped():
@@ -406,6 +416,9 @@ def test_result_is_frozen_and_json_ready():
         res.mAP = 1.0  # type: ignore[misc]
     with pytest.raises(ValueError):
         res.cmc[0] = 1.0
+    for per_query in (res.first_rank, res.ap, res.inp):
+        with pytest.raises(ValueError):
+            per_query[0] = 0
     d = json.loads(json.dumps(res.to_dict()))
     assert set(d) == {"R1", "mAP", "mINP", "num_valid", "num_skipped", "cmc"}
     assert d["cmc"] == [0.0, 1.0] and d["mAP"] == 0.5 and d["mINP"] == 0.5

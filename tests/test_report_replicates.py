@@ -25,7 +25,7 @@ def _per_query(rng: np.random.Generator, skill: float) -> pd.DataFrame:
     first[-1], ap[-1] = -1, np.nan
     inp = np.where(first >= 0, ap * 0.6, np.nan)
     return pd.DataFrame({"path": [f"query/{i:04d}.jpg" for i in range(NUM_QUERIES)], "pid": np.arange(NUM_QUERIES) + 1,
-                         "camid": 1, "first_match": first, "ap": ap, "inp": inp})
+                         "camid": 1, "first_rank": first, "ap": ap, "inp": inp})
 
 
 def _write_stage(d: Path, frame: pd.DataFrame, dataset: str = "synthetic") -> None:
@@ -38,8 +38,8 @@ def _write_stage(d: Path, frame: pd.DataFrame, dataset: str = "synthetic") -> No
 
 def _write_evaluation(d: Path, frame: pd.DataFrame) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    valid = frame["first_match"] >= 0
-    r1 = float((frame.loc[valid, "first_match"] == 0).mean())
+    valid = frame["first_rank"] >= 0
+    r1 = float((frame.loc[valid, "first_rank"] == 0).mean())
     metrics = {"R1": r1, "R5": r1, "R10": r1, "mAP": float(frame.loc[valid, "ap"].mean()),
                "mINP": float(frame.loc[valid, "inp"].mean()), "cmc": [r1] * 10, "num_valid": int(valid.sum()),
                "num_skipped": int((~valid).sum())}

@@ -69,7 +69,7 @@ def _arm(shift: float, seed: int) -> tuple[pd.DataFrame, dict]:
 
 def test_per_query_values_recompute_the_rankers_metrics():
     frame, metrics = _arm(0.0, seed=1)
-    assert frame["first_match"].iloc[-1] == -1 and math.isnan(frame["ap"].iloc[-1])
+    assert frame["first_rank"].iloc[-1] == -1 and math.isnan(frame["ap"].iloc[-1])
     assert np.nanmean(per_query_values(frame, "mAP")) == pytest.approx(metrics["mAP"], abs=1e-12)
     assert np.nanmean(per_query_values(frame, "R1")) == pytest.approx(metrics["R1"], abs=1e-12)
     assert np.nanmean(per_query_values(frame, "mINP")) == pytest.approx(metrics["mINP"], abs=1e-12)

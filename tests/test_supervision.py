@@ -130,14 +130,15 @@ def training_processes(snakemake: psutil.Process) -> list[psutil.Process]:
 @pytest.mark.slow
 def test_kill_9_of_snakemake_leaves_no_training_running(tmp_path):
     config = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
-    # Killed after its first epoch's checkpoint, with five epochs to go (seconds each on 2 cores).
-    config["experiments"]["tiny"]["stage1"].update(epochs=6, eval_every=0, anchor_diagnostics=False)
+    # Killed after its first epoch's checkpoint, with far more epochs to go than it could train meanwhile
+    # (a tenth of a second each on an idle 2-core machine).
+    config["experiments"]["tiny"]["stage1"].update(epochs=60, eval_every=0, anchor_diagnostics=False)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--resources", "gpu=1", "--cores", "2"]
-    checkpoint = tmp_path / "results/tiny/stage1/checkpoints/last.pt"
+    checkpoint = tmp_path / "results/tiny/rep0/stage1/checkpoints/last.pt"
     with open(tmp_path / "snakemake.out", "w") as out:
-        run = subprocess.Popen([*cmd, "results/tiny/stage1/model.pt"], stdout=out, stderr=subprocess.STDOUT)
+        run = subprocess.Popen([*cmd, "results/tiny/rep0/stage1/model.pt"], stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while not checkpoint.is_file() and run.poll() is None and time.monotonic() < deadline:
@@ -155,10 +156,10 @@ def test_kill_9_of_snakemake_leaves_no_training_running(tmp_path):
         run.kill()
         for process in training_processes(psutil.Process()):
             process.kill()
-    log = (tmp_path / "logs/train_stage1/tiny.log").read_text()
+    log = (tmp_path / "logs/train/tiny_rep0_stage1.log").read_text()
     assert f"Snakemake (pid {run.pid}), which started this job, is gone: stopping the job" in log
-    assert checkpoint.is_file() and not (tmp_path / "results/tiny/stage1/model.pt").exists()
+    assert checkpoint.is_file() and not (tmp_path / "results/tiny/rep0/stage1/model.pt").exists()
     # The README's way back: unlock, run again; the stage resumes from its checkpoint.
     subprocess.run([*cmd, "--unlock"], check=True, capture_output=True)
-    subprocess.run([*cmd, "--until", "train_stage1"], check=True, capture_output=True, timeout=900)
-    assert "resuming from" in (tmp_path / "logs/train_stage1/tiny.log").read_text()
+    subprocess.run([*cmd, "--until", "results/tiny/rep0/stage1/model.pt"], check=True, capture_output=True, timeout=900)
+    assert "resuming from" in (tmp_path / "logs/train/tiny_rep0_stage1.log").read_text()

@@ -130,6 +130,9 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
     assert gpus["train"] == {2}
     assert gpus["anchors"] == gpus["extract_features"] == {1}
     assert gpus["prepare_dataset"] == gpus["evaluate"] == gpus["report"] == {0}
+    config["experiments"]["tiny"]["eval"] = {"device": "cuda"}  # the final evaluation on the GPU
+    write_config(tmp_path, config)
+    assert planned_gpus(tmp_path)["evaluate"] == {1}
 
 
 @pytest.mark.parametrize(

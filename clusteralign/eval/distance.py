@@ -32,10 +32,28 @@ def compute_distance_matrix(
     Half-precision inputs are computed in float32, float64 inputs in float64, and either result
     is stored as float32.
     """
-    if metric not in METRICS:
-        raise ValueError(
-            f"Unknown distance metric {metric!r}; expected one of {', '.join(map(repr, METRICS))}."
-        )
+    check_block_bytes(max_block_bytes)
+    q, g, g_sq = prepare_features(query, gallery, metric, normalize)
+    n_q, n_g = q.shape[0], g.shape[0]
+    out = np.empty((n_q, n_g), dtype=np.float32)
+    if n_q == 0 or n_g == 0:
+        return out
+    out_t = torch.from_numpy(out)
+    rows = block_rows(n_g, q.dtype.itemsize, max_block_bytes)
+    # On the CPU in float32 each block is computed straight into the output, with no copy.
+    direct = q.device.type == "cpu" and q.dtype == torch.float32
+    g_t = g.t()
+    for start in range(0, n_q, rows):
+        target = out_t[start : start + rows]
+        blk = distance_block(q[start : start + rows], g_t, g_sq, metric, out=target if direct else None)
+        if not direct:
+            target.copy_(blk)
+        del blk
+    return out
+
+
+def check_block_bytes(max_block_bytes: Any) -> int:
+    """``max_block_bytes`` as a positive int, else an error naming it."""
     if (
         isinstance(max_block_bytes, bool)
         or not isinstance(max_block_bytes, int)
@@ -43,6 +61,26 @@ def compute_distance_matrix(
     ):
         raise EvaluationInputError(
             f"max_block_bytes must be a positive integer, got {max_block_bytes!r}."
+        )
+    return max_block_bytes
+
+
+def block_rows(num_columns: int, itemsize: int, max_block_bytes: int) -> int:
+    """Rows of a block of ``num_columns`` values of ``itemsize`` bytes within the budget (at least 1)."""
+    return max(1, max_block_bytes // max(1, num_columns * itemsize))
+
+
+def prepare_features(
+    query: Any, gallery: Any, metric: Metric, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Checked query and gallery features ready for :func:`distance_block`, and the gallery's squared norms.
+
+    Both come back in the computing dtype (float32, or float64 for float64 input), L2-normalised
+    when ``normalize`` is set or the metric is cosine; the norms are None for the cosine metric.
+    """
+    if metric not in METRICS:
+        raise ValueError(
+            f"Unknown distance metric {metric!r}; expected one of {', '.join(map(repr, METRICS))}."
         )
     q = _as_features(query, "query")
     g = _as_features(gallery, "gallery")
@@ -59,41 +97,41 @@ def compute_distance_matrix(
     dtype = torch.promote_types(torch.promote_types(q.dtype, g.dtype), torch.float32)
     q = q.to(dtype)
     g = g.to(dtype)
-
-    n_q, n_g = q.shape[0], g.shape[0]
-    out = np.empty((n_q, n_g), dtype=np.float32)
-    if n_q == 0 or n_g == 0:
-        return out
-    out_t = torch.from_numpy(out)
-    rows = max(1, max_block_bytes // (n_g * dtype.itemsize))
-
     with torch.no_grad():
         if normalize or metric == "cosine":
             q = F.normalize(q, dim=1)
             g = F.normalize(g, dim=1)
-        g_t = g.t()
         # Norms via vector_norm avoid a gallery-sized temporary that (g * g) would allocate.
         g_sq = (
             torch.linalg.vector_norm(g, dim=1).square_().unsqueeze(0)
             if metric == "euclidean"
             else None
         )
-        # On the CPU in float32 each block is computed straight into the output, with no copy.
-        direct = q.device.type == "cpu" and dtype == torch.float32
-        for start in range(0, n_q, rows):
-            q_blk = q[start : start + rows]
-            target = out_t[start : start + rows]
-            blk = target if direct else torch.empty(target.shape, dtype=dtype, device=q.device)
-            if metric == "euclidean":
-                torch.addmm(g_sq, q_blk, g_t, beta=1.0, alpha=-2.0, out=blk)
-                blk.add_(torch.linalg.vector_norm(q_blk, dim=1, keepdim=True).square_())
-                blk.clamp_(min=0.0).sqrt_()
-            else:
-                torch.mm(q_blk, g_t, out=blk)
-                blk.neg_().add_(1.0).clamp_(min=0.0, max=2.0)
-            if not direct:
-                target.copy_(blk)
-            del blk
+    return q, g, g_sq
+
+
+def distance_block(
+    q_blk: torch.Tensor,
+    g_t: torch.Tensor,
+    g_sq: torch.Tensor | None,
+    metric: Metric,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Distances of prepared query rows to the transposed prepared gallery ``g_t``, into ``out`` if given.
+
+    The same operations in the same order whoever calls it, so a block equals the same rows of
+    :func:`compute_distance_matrix` bit for bit when the blocks are cut alike.
+    """
+    if out is None:
+        out = torch.empty((q_blk.shape[0], g_t.shape[1]), dtype=q_blk.dtype, device=q_blk.device)
+    with torch.no_grad():
+        if metric == "euclidean":
+            torch.addmm(g_sq, q_blk, g_t, beta=1.0, alpha=-2.0, out=out)
+            out.add_(torch.linalg.vector_norm(q_blk, dim=1, keepdim=True).square_())
+            out.clamp_(min=0.0).sqrt_()
+        else:
+            torch.mm(q_blk, g_t, out=out)
+            out.neg_().add_(1.0).clamp_(min=0.0, max=2.0)
     return out
 
 

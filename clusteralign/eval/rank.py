@@ -28,6 +28,9 @@ except ImportError as exc:  # pragma: no cover - only reached on a broken instal
         "root, then try again."
     ) from exc
 
+# The compiled per-query ranker, also for callers that feed it a distance matrix in blocks of rows.
+rank_stats = _rank_stats
+
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 _REPORTED_RANKS = (1, 5, 10)
@@ -47,25 +50,30 @@ class RankingWarning(UserWarning):
 
 @dataclass(frozen=True, eq=False)
 class RankResult:
-    """Ranking metrics of one query/gallery evaluation; all values are fractions in [0, 1]."""
+    """Ranking metrics of one query/gallery evaluation; all values are fractions in [0, 1].
+
+    Beside the averages it keeps each query's own figures, in query order: ``first_rank``, the
+    0-based rank of its first true match among the gallery entries the protocol keeps (-1 for a
+    skipped query), and its ``ap`` and ``inp`` (NaN for a skipped query). ``to_dict`` leaves
+    them out.
+    """
 
     cmc: np.ndarray
     mAP: float
     mINP: float
     num_valid: int
     num_skipped: int
-    # Per query, in query order: the 0-based rank of its first true match (-1: skipped, no
-    # true match), its AP and INP (NaN when skipped). Paired comparisons resample these.
-    first_match: np.ndarray
+    first_rank: np.ndarray
     ap: np.ndarray
     inp: np.ndarray
 
     def __post_init__(self) -> None:
         # The dataclass is frozen; make the arrays read-only too so the result cannot drift.
-        for name, dtype in (("cmc", np.float64), ("first_match", np.int64), ("ap", np.float64), ("inp", np.float64)):
-            values = np.array(getattr(self, name), dtype=dtype)
-            values.setflags(write=False)
-            object.__setattr__(self, name, values)
+        for name, dtype in (("cmc", np.float64), ("first_rank", np.int64), ("ap", np.float64),
+                            ("inp", np.float64)):
+            arr = np.array(getattr(self, name), dtype=dtype)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the metrics as JSON-ready Python scalars; R-k only where k <= len(cmc)."""
@@ -97,8 +105,20 @@ def evaluate_rank(
     OpenMP default (``OMP_NUM_THREADS`` or all cores). Queries without a valid match are
     skipped with a :class:`RankingWarning` giving their count; if none is valid,
     :class:`NoValidQueryError` is raised. ``max_rank`` larger than the gallery is capped, with a
-    warning.
+    warning. The result also holds each query's first-match rank, AP and INP.
     """
+    check_num_threads(num_threads)
+    dist = _as_distmat(distmat)
+    n_q, n_g = dist.shape
+    qp, gp, qc, gc = check_labels(q_pids, g_pids, q_camids, g_camids, n_q, n_g)
+    _check_finite(dist)
+    max_rank = _check_max_rank(max_rank, n_g)
+    first, ap, inp = _rank_stats(dist, qp, gp, qc, gc, int(num_threads))
+    return summarise(first, ap, inp, n_g, max_rank, stacklevel=3)
+
+
+def check_num_threads(num_threads: Any) -> int:
+    """The ranker's OpenMP thread count, else an error naming it."""
     if (
         isinstance(num_threads, bool)
         or not isinstance(num_threads, (int, np.integer))
@@ -107,23 +127,46 @@ def evaluate_rank(
         raise EvaluationInputError(
             f"num_threads must be a non-negative integer (0 = OpenMP default), got {num_threads!r}."
         )
-    dist = _as_distmat(distmat)
-    n_q, n_g = dist.shape
-    qp = _as_ids(q_pids, "q_pids", n_q, "rows")
-    qc = _as_ids(q_camids, "q_camids", n_q, "rows")
-    gp = _as_ids(g_pids, "g_pids", n_g, "columns")
-    gc = _as_ids(g_camids, "g_camids", n_g, "columns")
-    _check_pids(qp, gp)
-    _check_finite(dist)
-    max_rank = _check_max_rank(max_rank, n_g)
+    return int(num_threads)
 
-    first, ap, inp = _rank_stats(dist, qp, gp, qc, gc, int(num_threads))
+
+def check_labels(
+    q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, n_q: int, n_g: int, features: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Identity and camera vectors as int64, checked against ``n_q`` queries and ``n_g`` gallery images.
+
+    Messages speak of distmat's rows and columns, or with ``features`` of the feature sets' rows.
+    """
+    q_of, g_of = (("query features", "rows"), ("gallery features", "rows")) if features else (
+        ("distmat", "rows"), ("distmat", "columns"))
+    qp = _as_ids(q_pids, "q_pids", n_q, q_of[1], q_of[0])
+    qc = _as_ids(q_camids, "q_camids", n_q, q_of[1], q_of[0])
+    gp = _as_ids(g_pids, "g_pids", n_g, g_of[1], g_of[0])
+    gc = _as_ids(g_camids, "g_camids", n_g, g_of[1], g_of[0])
+    _check_pids(qp, gp)
+    return qp, gp, qc, gc
+
+
+def check_max_rank(max_rank: Any, num_gallery: int) -> int:
+    """``max_rank`` checked and capped at the gallery size, with a warning when capped."""
+    return _check_max_rank(max_rank, num_gallery, stacklevel=4)
+
+
+def summarise(
+    first: np.ndarray, ap: np.ndarray, inp: np.ndarray, num_gallery: int, max_rank: int, stacklevel: int = 2
+) -> RankResult:
+    """The :class:`RankResult` of the ranker's per-query outputs (``first`` -1 where skipped).
+
+    Warns (at ``stacklevel``) when queries were skipped and raises :class:`NoValidQueryError` when
+    all were.
+    """
+    n_q = len(first)
     valid = first >= 0
     num_valid = int(valid.sum())
     num_skipped = n_q - num_valid
     if num_valid == 0:
         raise NoValidQueryError(
-            f"None of the {n_q} queries has a true match in the gallery of {n_g} images once "
+            f"None of the {n_q} queries has a true match in the gallery of {num_gallery} images once "
             "same-identity same-camera entries and junk (pid -1) are removed, so CMC and mAP are "
             "undefined. Check that query and gallery identities overlap and that camera ids are "
             "set (a true match must come from a different camera)."
@@ -134,7 +177,7 @@ def evaluate_rank(
             "camera and were skipped; metrics are averaged over the remaining "
             f"{num_valid} queries.",
             RankingWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     # first rank >= max_rank only matters as "not within max_rank", so fold it into one bin.
     hits = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)[:max_rank]
@@ -145,7 +188,7 @@ def evaluate_rank(
         mINP=float(inp[valid].mean()),
         num_valid=num_valid,
         num_skipped=num_skipped,
-        first_match=np.where(valid, first, -1),
+        first_rank=np.where(valid, first, -1),
         ap=np.where(valid, ap, np.nan),
         inp=np.where(valid, inp, np.nan),
     )
@@ -185,7 +228,7 @@ def _as_distmat(distmat: Any) -> np.ndarray:
     return np.ascontiguousarray(dist, dtype=target)
 
 
-def _as_ids(values: Any, name: str, expected: int, axis: str) -> np.ndarray:
+def _as_ids(values: Any, name: str, expected: int, axis: str, against: str = "distmat") -> np.ndarray:
     """Check a pid/camid vector against the distmat axis it labels; return it as int64."""
     arr = _to_numpy(values)
     if arr.ndim != 1:
@@ -194,8 +237,8 @@ def _as_ids(values: Any, name: str, expected: int, axis: str) -> np.ndarray:
         )
     if len(arr) != expected:
         raise EvaluationInputError(
-            f"{name} has length {len(arr)} but distmat has {expected} {axis}; each {axis[:-1]} of "
-            f"distmat needs exactly one entry in {name}."
+            f"{name} has length {len(arr)} but {against} {'has' if against == 'distmat' else 'have'} "
+            f"{expected} {axis}; each {axis[:-1]} of {against} needs exactly one entry in {name}."
         )
     if arr.dtype.kind not in "iu":
         raise EvaluationInputError(f"{name} must hold integers, got dtype {arr.dtype}.")
@@ -237,7 +280,7 @@ def _check_finite(dist: np.ndarray) -> None:
     )
 
 
-def _check_max_rank(max_rank: Any, num_gallery: int) -> int:
+def _check_max_rank(max_rank: Any, num_gallery: int, stacklevel: int = 3) -> int:
     """Validate ``max_rank`` and cap it at the gallery size, warning when capped."""
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise EvaluationInputError(f"max_rank must be a positive integer, got {max_rank!r}.")
@@ -246,7 +289,7 @@ def _check_max_rank(max_rank: Any, num_gallery: int) -> int:
             f"max_rank={max_rank} exceeds the gallery size {num_gallery}; the CMC curve is "
             f"capped at rank {num_gallery}.",
             RankingWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         return num_gallery
     return int(max_rank)

@@ -14,24 +14,108 @@ by its maximum:
 5. Jaccard distance ``1 - sum_g min(V_p, V_q) / sum_g max(V_p, V_q)``; the result is
    ``(1 - lambda) * Jaccard + lambda * (row-normalised original distance)``.
 
-The weights V are held as a sparse matrix (each row has only a few dozen non-zeros) and the
-combined distance matrix is only ever materialised a block of rows at a time, so memory beyond
-the three input matrices is one such block plus O((n_query + n_gallery) * k1^2).
+The weights V are held as sparse rows (each has only a few dozen non-zeros) and the combined
+distance matrix is only ever materialised a block of rows at a time: from features
+(:class:`ReRanker` over :class:`~clusteralign.eval.rerank_input.FeatureDistances`) memory is the
+features, one such block and O((n_query + n_gallery) * k1^2), and the re-ranked query x gallery
+distances come a block of queries at a time too. The same torch code runs on the CPU or a GPU.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
-from clusteralign.eval.distance import compute_distance_matrix
+from clusteralign.eval.distance import block_rows, check_block_bytes
+from clusteralign.eval.jaccard import GalleryColumns, expand, overlaps, weights
+from clusteralign.eval.kreciprocal import expanded_sets
 from clusteralign.eval.rank import EvaluationInputError
+from clusteralign.eval.rerank_input import FeatureDistances, MatrixDistances
 
-# Rows of the combined distance matrix handled at once while finding nearest neighbours.
-_ROW_BLOCK = 1024
+# Bytes of one block of intermediate rows (distances, overlaps), as compute_distance_matrix's.
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class ReRankSettings:
+    """The paper's parameters: ``k1`` sizes the k-reciprocal sets, ``k2`` the local query expansion
+    (1 turns it off), ``lambda_value`` weighs the original distance against the Jaccard distance."""
+
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("k1", "k2"):
+            k = getattr(self, name)
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                raise EvaluationInputError(f"{name} must be a positive integer, got {k!r}.")
+        if not 0.0 <= float(self.lambda_value) <= 1.0:
+            raise EvaluationInputError(f"lambda_value must lie in [0, 1], got {self.lambda_value!r}.")
+
+
+class Distances(Protocol):
+    """What re-ranking reads of the combined distance matrix (see clusteralign.eval.rerank_input)."""
+
+    num_query: int
+    num_gallery: int
+
+    def scan(self, k: int, keep: int) -> torch.Tensor: ...
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor: ...
+
+    def query_block(self, start: int, stop: int) -> torch.Tensor: ...
+
+
+class ReRanker:
+    """k-reciprocal re-ranked query x gallery distances, a block of queries at a time.
+
+    Building it runs steps 1-4 (one pass over the combined matrix's rows, then sparse work);
+    :meth:`block` runs step 5 for queries ``start..stop``. ``rows`` is the block height that keeps
+    a block within the byte budget the distances were given.
+    """
+
+    def __init__(self, distances: Distances, settings: ReRankSettings, max_block_bytes: int) -> None:
+        n_q, n_g = distances.num_query, distances.num_gallery
+        n = n_q + n_g
+        k1 = min(settings.k1, n - 1)
+        k2 = min(settings.k2, n)
+        self.distances = distances
+        self.lambda_value = float(settings.lambda_value)
+        self.num_gallery = n_g
+        self.rows = block_rows(n_g, 8, max_block_bytes)
+        # R*(p) is drawn from neighbours of p's neighbours, nearly all among p's 3 (k1 + 1) nearest.
+        nearest = distances.scan(max(k1 + 1, k2), keep=3 * (k1 + 1))
+        counts, members = expanded_sets(nearest, k1)
+        v = weights(counts, members, distances.pairs)
+        if k2 > 1:
+            v = expand(v, nearest[:, :k2])
+        self.v = v
+        self.columns = GalleryColumns.of(v, n_q)
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        """Re-ranked distances of queries start..stop to the whole gallery, float32."""
+        out = overlaps(self.v, self.columns, start, stop, self.num_gallery)
+        # Rows of V sum to 1 (expansion averages such rows), so sum(max) = 2 - sum(min); the
+        # Jaccard distance 1 - min / max, in place (1 + -x is 1 - x exactly).
+        out.div_(torch.rsub(out, 2.0)).neg_().add_(1.0)
+        original = self.distances.query_block(start, stop)
+        lam = self.lambda_value
+        # (1 - lam) * jaccard + lam * original, rounded as written (no fused multiply-add)
+        out.mul_(1.0 - lam).add_(original.mul_(lam))
+        return out.to(torch.float32)
+
+    def matrix(self) -> np.ndarray:
+        """All blocks as one (n_query, n_gallery) float32 NumPy array."""
+        n_q = self.distances.num_query
+        out = np.empty((n_q, self.num_gallery), dtype=np.float32)
+        for start in range(0, n_q, self.rows):
+            stop = min(start + self.rows, n_q)
+            out[start:stop] = self.block(start, stop).cpu().numpy()
+        return out
 
 
 def re_rank(
@@ -51,84 +135,8 @@ def re_rank(
     ``lambda_value`` weighs the original distance against the Jaccard distance.
     """
     qg, qq, gg = _check_inputs(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value)
-    n_q, n_g = qg.shape
-    n = n_q + n_g
-    k1 = min(k1, n - 1)
-    k2 = min(k2, n)
-
-    row_max = np.empty(n, dtype=np.float64)
-    row_max[:n_q] = np.maximum(qq.max(axis=1), qg.max(axis=1))
-    row_max[n_q:] = np.maximum(qg.max(axis=0), gg.max(axis=1))
-    # A row of zeros (all points identical) has nothing to normalise; leave it as zeros.
-    row_max[row_max <= 0] = 1.0
-
-    def rows(start: int, stop: int) -> np.ndarray:
-        """Rows start..stop of the row-normalised combined matrix, in float64."""
-        parts = []
-        for r0, r1, top in ((start, min(stop, n_q), True), (max(start, n_q), stop, False)):
-            if r0 >= r1:
-                continue
-            if top:
-                blk = np.concatenate([qq[r0:r1], qg[r0:r1]], axis=1)
-            else:
-                blk = np.concatenate(
-                    [qg[:, r0 - n_q : r1 - n_q].T, gg[r0 - n_q : r1 - n_q]], axis=1
-                )
-            parts.append(blk.astype(np.float64))
-        out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-        out /= row_max[start:stop, None]
-        return out
-
-    num_neighbours = max(k1 + 1, k2)
-    nearest = np.empty((n, num_neighbours), dtype=np.int64)
-    for start in range(0, n, _ROW_BLOCK):
-        stop = min(start + _ROW_BLOCK, n)
-        nearest[start:stop] = _stable_top_k(rows(start, stop), num_neighbours)
-
-    members = _expanded_sets(nearest, k1)
-    # Members from a neighbour's set need not be among p's own nearest, so their distances to p
-    # come from a second pass over the rows.
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(m) for m in members])
-    indices = np.concatenate(members)
-    data = np.empty(len(indices), dtype=np.float64)
-    for start in range(0, n, _ROW_BLOCK):
-        stop = min(start + _ROW_BLOCK, n)
-        blk = rows(start, stop)
-        for p in range(start, stop):
-            w = np.exp(-blk[p - start, members[p]])
-            data[indptr[p] : indptr[p + 1]] = w / w.sum()
-    weights = sp.csr_matrix((data, indices, indptr), shape=(n, n))
-    if k2 > 1:
-        # Mean of the weight vectors of each point's k2 nearest neighbours, as a sparse product.
-        expand = sp.csr_matrix(
-            (
-                np.full(n * k2, 1.0 / k2),
-                nearest[:, :k2].ravel(),
-                np.arange(0, n * k2 + 1, k2),
-            ),
-            shape=(n, n),
-        )
-        weights = (expand @ weights).tocsr()
-    weights.sort_indices()
-    by_column = weights.tocsc()
-    by_column.sort_indices()
-
-    result = np.empty((n_q, n_g), dtype=np.float32)
-    for i in range(n_q):
-        lo, hi = weights.indptr[i], weights.indptr[i + 1]
-        cols = weights.indices[lo:hi]
-        vals = weights.data[lo:hi]
-        sub = by_column[:, cols]
-        # Each stored entry of `sub` is V[j, cols[c]]; pair it with V[i, cols[c]].
-        col_of_entry = np.repeat(np.arange(len(cols)), np.diff(sub.indptr))
-        mins = np.minimum(sub.data, vals[col_of_entry])
-        overlap = np.bincount(sub.indices, weights=mins, minlength=n)[n_q:]
-        # Rows of V sum to 1 (expansion averages such rows), so sum(max) = 2 - sum(min).
-        jaccard = 1.0 - overlap / (2.0 - overlap)
-        original = qg[i].astype(np.float64) / row_max[i]
-        result[i] = (1.0 - lambda_value) * jaccard + lambda_value * original
-    return result
+    distances = MatrixDistances(qg, qq, gg, torch.device("cpu"), DEFAULT_BLOCK_BYTES)
+    return ReRanker(distances, ReRankSettings(k1, k2, lambda_value), DEFAULT_BLOCK_BYTES).matrix()
 
 
 def re_rank_features(
@@ -137,55 +145,24 @@ def re_rank_features(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> np.ndarray:
-    """Re-rank from features: squared distances of L2-normalised features, then :func:`re_rank`."""
-    # For unit vectors |q - g|^2 = 2 (1 - cos), and the cosine path is clipped at 0 already.
-    q_g = 2.0 * compute_distance_matrix(qf, gf, metric="cosine")
-    q_q = 2.0 * compute_distance_matrix(qf, qf, metric="cosine")
-    g_g = 2.0 * compute_distance_matrix(gf, gf, metric="cosine")
-    return re_rank(q_g, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
+    """Re-rank from features: squared distances of L2-normalised features, as :func:`re_rank` takes them.
 
-
-def _stable_top_k(block: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k smallest entries of each row, ordered as a stable argsort would."""
-    if k >= block.shape[1]:
-        return np.argsort(block, axis=1, kind="stable")[:, :k]
-    part = np.partition(block, k - 1, axis=1)
-    kth = part[:, k - 1]
-    out = np.empty((block.shape[0], k), dtype=np.int64)
-    for r in range(block.shape[0]):
-        # Everything up to the k-th value, in index order, so a stable sort breaks ties by index.
-        cand = np.flatnonzero(block[r] <= kth[r])
-        out[r] = cand[np.argsort(block[r, cand], kind="stable")[:k]]
-    return out
-
-
-def _reciprocal_sets(nearest: np.ndarray, k: int) -> list[np.ndarray]:
-    """``R(p, k)`` for every p: members of p's k + 1 nearest whose own k + 1 nearest contain p."""
-    forward = nearest[:, : k + 1]
-    back = forward[forward]  # back[p, a] = the k + 1 nearest of p's a-th neighbour
-    reciprocal = (back == np.arange(len(nearest))[:, None, None]).any(axis=2)
-    return [forward[p][reciprocal[p]] for p in range(len(nearest))]
-
-
-def _expanded_sets(nearest: np.ndarray, k1: int) -> list[np.ndarray]:
-    """``R*(p, k1)`` for every p, as sorted index arrays (step 2)."""
-    n = nearest.shape[0]
-    recip = _reciprocal_sets(nearest, k1)
-    recip_half = _reciprocal_sets(nearest, int(np.around(k1 / 2.0)))
-    in_base = np.zeros(n, dtype=bool)  # membership marks for R(p, k1), reset after each p
-    out = []
-    for p in range(n):
-        base = recip[p]
-        in_base[base] = True
-        parts = [base]
-        for c in base:
-            cand = recip_half[c]
-            if np.count_nonzero(in_base[cand]) > 2.0 / 3.0 * len(cand):
-                parts.append(cand)
-        in_base[base] = False
-        out.append(np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(base))
-    return out
+    Computed where the features are, a block at a time (:class:`ReRanker`); only the returned
+    (n_query, n_gallery) float32 matrix is held whole. For galleries too large for that, take
+    :meth:`ReRanker.block` or :func:`clusteralign.eval.blockwise.evaluate_features`.
+    """
+    settings = ReRankSettings(k1, k2, lambda_value)
+    check_block_bytes(max_block_bytes)
+    device = qf.device if isinstance(qf, torch.Tensor) else torch.device("cpu")
+    distances = FeatureDistances(qf, gf, device, max_block_bytes)
+    if distances.num_query == 0 or distances.num_gallery == 0:
+        raise EvaluationInputError(
+            f"re-ranking needs at least one query and one gallery image, got {distances.num_query} and "
+            f"{distances.num_gallery}."
+        )
+    return ReRanker(distances, settings, max_block_bytes).matrix()
 
 
 def _check_inputs(
@@ -227,9 +204,5 @@ def _check_inputs(
             raise EvaluationInputError(
                 f"{name} holds negative values (minimum {arr.min()}); distances must be non-negative."
             )
-    for name, k in (("k1", k1), ("k2", k2)):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise EvaluationInputError(f"{name} must be a positive integer, got {k!r}.")
-    if not 0.0 <= float(lambda_value) <= 1.0:
-        raise EvaluationInputError(f"lambda_value must lie in [0, 1], got {lambda_value!r}.")
+    ReRankSettings(k1, k2, lambda_value)
     return qg, qq, gg

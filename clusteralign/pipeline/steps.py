@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import RANKING_EXAMPLES, AnchorConfig, EvalConfig, FeatureConfig, InferenceConfig
+from ..config import RANKING_EXAMPLES, AnchorConfig, FeatureConfig, FinalEvalConfig, InferenceConfig
 from ..data.manifest import train_label_pids
-from ..eval.distance import compute_distance_matrix
-from ..eval.rank import RankResult, evaluate_rank
-from ..eval.rerank import re_rank_features
+from ..eval.blockwise import evaluate_features
+from ..eval.rank import RankResult
+from ..eval.rerank import ReRankSettings
 from ..io import torch_load_mapping, torch_save, write_json, write_text
 from ..models.file import ModelFile
 from ..train.anchors import AnchorSet, fresh_anchors
@@ -71,44 +71,75 @@ def extract_feature_file(
     torch_save(payload, out)
 
 
+def _chosen_queries(n_q: int, count: int) -> list[int]:
+    """`count` evenly spaced query indices (all of them when there are fewer)."""
+    return np.unique(np.linspace(0, n_q - 1, num=min(count, n_q)).round().astype(int)).tolist() if n_q else []
+
+
+def _examples(rows: dict[int, np.ndarray], q: dict, g: dict, top: int = 10) -> list[dict]:
+    """Top-`top` gallery entries (after the protocol's exclusions) of the queries whose distance rows are given."""
+    q_pids, q_cams = q["pids"].numpy(), q["camids"].numpy()
+    g_pids, g_cams = g["pids"].numpy(), g["camids"].numpy()
+    examples = []
+    for i in sorted(rows):
+        dist = rows[i]
+        valid = ~((g_pids == q_pids[i]) & (g_cams == q_cams[i])) & (g_pids != -1)
+        idx = np.flatnonzero(valid)
+        order = idx[np.argsort(dist[idx], kind="stable")[:top]]
+        examples.append({
+            "query": {"path": q["paths"][i], "pid": int(q_pids[i]), "camid": int(q_cams[i])},
+            "gallery": [
+                {"path": g["paths"][j], "pid": int(g_pids[j]), "camid": int(g_cams[j]),
+                 "distance": float(dist[j]), "match": bool(g_pids[j] == q_pids[i])}
+                for j in order
+            ],
+        })
+    return examples
+
+
 def per_query_frame(result: RankResult, query: dict) -> pd.DataFrame:
     """One row per query: its file, identity, camera, first true match's rank (-1: skipped), AP and INP."""
     return pd.DataFrame({
         "path": query["paths"],
         "pid": np.asarray(query["pids"]),
         "camid": np.asarray(query["camids"]),
-        "first_match": result.first_match,
+        "first_rank": result.first_rank,
         "ap": result.ap,
         "inp": result.inp,
     })
 
 
 def evaluate_feature_file(
-    features_path: Path, cfg: EvalConfig, metrics_out: Path, ranking_out: Path, per_query_out: Path | None = None,
+    features_path: Path, cfg: FinalEvalConfig, metrics_out: Path, ranking_out: Path, per_query_out: Path | None = None,
     num_examples: int = RANKING_EXAMPLES, num_threads: int = 0,
 ) -> dict:
-    """CMC/mAP/mINP of a feature file under the Market protocol, ranked-retrieval examples, per-query results."""
+    """CMC/mAP/mINP of a feature file under the Market protocol, ranked-retrieval examples, per-query results.
+
+    Evaluated a block of queries at a time on `cfg.device` (clusteralign.eval.blockwise), so no
+    query x gallery matrix is held, nor, with re-ranking, the (query + gallery)^2 one.
+    """
     data = torch_load_mapping(features_path, ("query", "gallery"), "a feature file")
     q, g = data["query"], data["gallery"]
-    if cfg.rerank:
-        # k-reciprocal re-ranking is defined on squared distances of unit vectors
-        dist = re_rank_features(q["features"], g["features"], k1=cfg.k1, k2=cfg.k2, lambda_value=cfg.lambda_value)
-    else:
-        dist = compute_distance_matrix(q["features"], g["features"], metric=cfg.metric, normalize=cfg.normalize)
-    result = evaluate_rank(dist, q["pids"], g["pids"], q["camids"], g["camids"], max_rank=cfg.max_rank,
-                           num_threads=num_threads)
+    n_q, n_g = len(q["features"]), len(g["features"])
+    # k-reciprocal re-ranking is defined on squared distances of unit vectors, whatever `metric` says
+    rerank = ReRankSettings(cfg.k1, cfg.k2, cfg.lambda_value) if cfg.rerank else None
+    evaluation = evaluate_features(
+        q["features"], g["features"], q["pids"], g["pids"], q["camids"], g["camids"], metric=cfg.metric,
+        normalize=cfg.normalize, rerank=rerank, max_rank=cfg.max_rank, device=resolve_device(cfg.device),
+        num_threads=num_threads, keep_rows=_chosen_queries(n_q, num_examples),
+    )
     metrics = {
-        **result.to_dict(),
+        **evaluation.result.to_dict(),
         "rerank": cfg.rerank,
         "metric": "rerank" if cfg.rerank else cfg.metric,
-        "num_query": int(dist.shape[0]),
-        "num_gallery": int(dist.shape[1]),
+        "num_query": n_q,
+        "num_gallery": n_g,
     }
     write_json(metrics_out, metrics)
-    write_json(ranking_out, {"examples": _examples(dist, q, g, num_examples)})
+    write_json(ranking_out, {"examples": _examples(evaluation.rows, q, g)})
     if per_query_out is not None:
         # repr-exact floats, so a reader recomputes the very mAP of metrics.json.
-        write_text(per_query_out, per_query_frame(result, q).to_csv(index=False, float_format="%.17g"))
+        write_text(per_query_out, per_query_frame(evaluation.result, q).to_csv(index=False, float_format="%.17g"))
     log.info("%s: R1 %.2f%% mAP %.2f%% mINP %.2f%% (%d valid queries, %d skipped)", os.fspath(features_path),
              100 * metrics["R1"], 100 * metrics["mAP"], 100 * metrics["mINP"], metrics["num_valid"],
              metrics["num_skipped"])

@@ -38,7 +38,7 @@ RANKING_FILE = "ranking.json"
 PER_QUERY_FILE = "per_query.csv"
 # A stage's evaluation on a dataset's test split lives in <stage folder>/eval/<dataset>/.
 EVAL_DIR = "eval"
-PER_QUERY_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "first_match", "ap", "inp")
+PER_QUERY_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "first_rank", "ap", "inp")
 
 
 class ArtifactError(ValueError):
@@ -277,10 +277,10 @@ def read_per_query(path: str | os.PathLike) -> pd.DataFrame:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(PER_QUERY_COLUMNS)}")
     if df.empty:
         raise ArtifactError(f"{path}: has no rows; expected one row per query")
-    for column in ("first_match", "ap", "inp"):
+    for column in ("first_rank", "ap", "inp"):
         if not pd.api.types.is_numeric_dtype(df[column]):
             raise ArtifactError(f"{path}: column {column!r} must be numeric")
-    scored = df["first_match"] >= 0
+    scored = df["first_rank"] >= 0
     for column in ("ap", "inp"):
         values = df.loc[scored, column]
         if values.isna().any() or (values < 0).any() or (values > 1).any():

@@ -10,7 +10,7 @@ Two arms of one experiment (stage 2 and its control, say) are compared pairwise:
   test split happens to hold, not how much training varies from seed to seed: replicates do.
 
 Metrics are fractions here (as in metrics.json); per-query values come from per_query.csv
-(`first_match` 0-based, -1 for a query without a true match; `ap` and `inp`).
+(`first_rank` 0-based, -1 for a query without a true match; `ap` and `inp`).
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def t_interval(differences: Sequence[float], level: float = LEVEL) -> Interval:
 
 def per_query_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
     """Each query's contribution to `metric` (R1: a hit at rank 1; mAP: AP; mINP: INP); NaN when skipped."""
-    valid = frame["first_match"].to_numpy() >= 0
+    valid = frame["first_rank"].to_numpy() >= 0
     if metric == "R1":
-        values = (frame["first_match"].to_numpy() == 0).astype(np.float64)
+        values = (frame["first_rank"].to_numpy() == 0).astype(np.float64)
     elif metric in ("mAP", "mINP"):
         values = frame["ap" if metric == "mAP" else "inp"].to_numpy(dtype=np.float64)
     else:
@@ -93,7 +93,7 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
             f"the two arms were evaluated on different queries ({len(a)} and {len(b)} rows, or other files); "
             "a paired comparison needs the same query set"
         )
-    valid_a, valid_b = a["first_match"].to_numpy() >= 0, b["first_match"].to_numpy() >= 0
+    valid_a, valid_b = a["first_rank"].to_numpy() >= 0, b["first_rank"].to_numpy() >= 0
     if not (valid_a == valid_b).all():
         raise StatisticsInputError("the two arms skipped different queries; both must be ranked against the same gallery")
     return valid_a
