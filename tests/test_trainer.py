@@ -181,12 +181,12 @@ def test_an_error_during_training_leaves_no_tensorboard_thread(tiny_dataset, tmp
 
 
 def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_dataset, tmp_path, monkeypatch):
-    import clusteralign.train.trainer as trainer
+    import clusteralign.train.fingerprint as fingerprint
 
     out, _ = stage1_run
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints/last.pt").write_bytes((out / "checkpoints/last.pt").read_bytes())
-    monkeypatch.setattr(trainer, "_source_digest", lambda: b"an edited loss function")
+    monkeypatch.setattr(fingerprint, "source_digest", lambda: b"an edited loss function")
     history = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment()), epoch_budget=1)
     assert history is None  # trained epoch 1 again instead of resuming after epoch 3
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
