@@ -145,7 +145,7 @@ def record_step(args: argparse.Namespace) -> list[OpCost]:
     # branches while it is built, which fake tensors do not support.
     model = build_model(ModelConfig(family=args.family, backbone=args.backbone, base_width=args.base_width),
                         args.num_classes, load_pretrained=False)
-    objective = Objective(LossConfig(), args.num_classes, model.feature_dim)
+    objective = Objective(LossConfig(), args.num_classes, model.branch_feature_dim)
     fake = FakeTensorMode()
     with FakeCopyMode(fake):
         model, objective = copy.deepcopy((model, objective))

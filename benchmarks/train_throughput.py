@@ -40,7 +40,7 @@ from clusteralign.train.objective import Objective
 from clusteralign.train.sampler import PKSampler
 from clusteralign.train.schedule import build_optimizer
 from clusteralign.train.step import build_step, train_step
-from clusteralign.train.trainer import augment_spec
+from clusteralign.train.inputs import train_augment
 
 from bench_args import add_model_arguments, positive_int
 from gpu_data_sheet import data_sheet
@@ -95,7 +95,7 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
                         args.num_classes, load_pretrained=False).to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    objective = Objective(LossConfig(), args.num_classes, model.feature_dim).to(device)
+    objective = Objective(LossConfig(), args.num_classes, model.branch_feature_dim).to(device)
     graphed = args.cuda_graph and device.type == "cuda"
     optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=device.type == "cuda",
                                 capturable=graphed)
@@ -107,7 +107,7 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     labels = torch.arange(args.num_images, device=device) % args.num_classes
     sampler = PKSampler(labels.tolist(), args.num_identities, args.num_instances, seed=0)
     batches = torch.tensor(list(sampler), dtype=torch.long, device=device)
-    spec = augment_spec(stage)
+    spec = train_augment(stage.augment)
     gen = torch.Generator(device=device).manual_seed(1)
     batch = batches.shape[1]
 

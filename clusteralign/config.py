@@ -349,6 +349,36 @@ def null_section(key: str) -> str:
             "for the defaults")
 
 
+@dataclass(frozen=True)
+class InferenceConfig(_Checked):
+    """How a trained stage's test features are computed: its input size, device and precision.
+
+    The anchors and the evaluation's features of a stage are extracted with these settings of
+    the stage that consumes them (`of`); validation during training uses its own stage's.
+    """
+
+    height: int = bounded(256, minimum=1)
+    width: int = bounded(128, minimum=1)
+    # Images are decoded once and cached at this size (default: the input size).
+    cache_height: Optional[int] = bounded(None, minimum=1)
+    cache_width: Optional[int] = bounded(None, minimum=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16"] = "none"
+    channels_last: bool = True
+
+    @classmethod
+    def of(cls, stage: StageConfig) -> InferenceConfig:
+        """The inference settings of a training stage."""
+        a = stage.augment
+        return cls(height=a.height, width=a.width, cache_height=a.cache_height, cache_width=a.cache_width,
+                   device=stage.device, amp=stage.amp, channels_last=stage.channels_last)
+
+    @property
+    def cache_size(self) -> tuple[int, int]:
+        """(H, W) at which images are decoded and held in memory."""
+        return (self.cache_height or self.height, self.cache_width or self.width)
+
+
 # Ranked queries the evaluation keeps in ranking.json: the most a report can show.
 RANKING_EXAMPLES = 20
 

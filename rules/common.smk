@@ -1,5 +1,6 @@
 # Helpers shared by the rules: the typed experiment configs and input functions.
 from clusteralign.config import (
+    InferenceConfig,
     ReportConfig,
     RunSettings,
     build_experiments,
@@ -96,24 +97,14 @@ def section_params(section):
     )
 
 
-def _inference_settings(stage):
-    # What feature extraction needs of a stage's settings.
-    return {
-        "augment": to_dict(stage.augment),
-        "device": stage.device,
-        "amp": stage.amp,
-        "channels_last": stage.channels_last,
-    }
-
-
 def anchor_params(wildcards):
     # Both stages' anchor files are computed the way stage 2 consumes them.
-    stage2 = stage_config(wildcards, "stage2")
-    return {"anchors": to_dict(stage2.anchors), **_inference_settings(stage2)}
+    return to_dict(stage_config(wildcards, "stage2").anchors)
 
 
-def inference_params(wildcards):
-    return _inference_settings(stage_config(wildcards))
+def inference_params(stage=None):
+    # How test features are extracted: with the settings of `stage`, or of the {stage} wildcard.
+    return lambda wildcards: to_dict(InferenceConfig.of(stage_config(wildcards, stage)))
 
 
 def experiment_description(name):

@@ -18,7 +18,7 @@ rule extract_features:
         mem_mb=8000,
         runtime=60,
     params:
-        inference=inference_params,
+        inference=inference_params(),
         features=section_params("features"),
     script:
         "../workflow_scripts/extract_features.py"

@@ -47,7 +47,8 @@ rule anchors:
         mem_mb=8000,
         runtime=60,
     params:
-        inference=anchor_params,
+        inference=inference_params("stage2"),
+        anchors=anchor_params,
         features=section_params("features"),
     script:
         "../workflow_scripts/anchors.py"

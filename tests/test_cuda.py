@@ -18,7 +18,8 @@ from clusteralign.train.features import extract_features
 from clusteralign.train.objective import Objective
 from clusteralign.train.schedule import build_optimizer, build_scheduler
 from clusteralign.train.step import GraphedStep, train_step
-from clusteralign.train.trainer import StageSpec, augment_spec, train_stage
+from clusteralign.train.inputs import train_augment
+from clusteralign.train.trainer import StageSpec, train_stage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -30,14 +31,14 @@ def test_training_step_never_waits_for_the_device():
     device = torch.device("cuda")
     model = build_model(ModelConfig(backbone="resnet18", base_width=8), 10, load_pretrained=False).to(device)
     model.to(memory_format=torch.channels_last)
-    objective = Objective(LossConfig(), 10, model.feature_dim).to(device)
+    objective = Objective(LossConfig(), 10, model.branch_feature_dim).to(device)
     optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(), fused=True)
     assert optimizer.defaults.get("fused")
     stage = StageConfig(num_identities=4, num_instances=2, augment=AugmentConfig(height=64, width=32))
     images = torch.randint(0, 256, (8, 3, 64, 32), dtype=torch.uint8, device=device)
     labels = torch.arange(4, device=device).repeat_interleave(2)
     gen = torch.Generator(device=device).manual_seed(0)
-    spec = augment_spec(stage)
+    spec = train_augment(stage.augment)
     train_step(model, objective, optimizer, train_transform(images, spec, gen), labels, amp="bf16",
                channels_last=True)  # first call: lazy initialisation may synchronise
     torch.cuda.synchronize()
@@ -98,7 +99,7 @@ def _tiny_step_setup(capturable: bool, model_cfg: ModelConfig = ModelConfig(back
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model(model_cfg, 10, load_pretrained=False).to(device)
-    objective = Objective(LossConfig(), 10, model.feature_dim).to(device)
+    objective = Objective(LossConfig(), 10, model.branch_feature_dim).to(device)
     stage = StageConfig()  # warm-up schedule: the lr changes every epoch
     optimizer = build_optimizer(list(model.named_parameters()), stage.optimizer, fused=True, capturable=capturable)
     return model, objective, optimizer, build_scheduler(optimizer, stage.schedule)

@@ -15,6 +15,7 @@ from PIL import Image
 
 import clusteralign
 from clusteralign.cli import main
+from clusteralign.config import InferenceConfig
 from clusteralign.eval.distance import compute_distance_matrix
 from clusteralign.infer.extractor import FeatureExtractor
 from clusteralign.infer.images import ImageInputError
@@ -41,7 +42,7 @@ def test_features_equal_the_workflows(tiny_dataset, tmp_path, cache):
     _, manifest = tiny_dataset
     exp = tiny_experiment(**cache)
     model = write_model_file(tmp_path / "model.pt", manifest, exp)
-    extract_feature_file(model, manifest, exp.stage1, exp.features, tmp_path / "features.pt")
+    extract_feature_file(model, manifest, InferenceConfig.of(exp.stage1), exp.features, tmp_path / "features.pt")
     workflow = torch_load(tmp_path / "features.pt")
     extractor = FeatureExtractor(model, "cpu", batch_size=5)
     assert (extractor.inputs.cache_height, extractor.inputs.cache_width) == (

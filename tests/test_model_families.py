@@ -60,8 +60,8 @@ def test_forward_shapes_and_test_feature(name):
     assert [e.shape for e in out.embeddings] == [(B, d) for d in embedding_dims]
     assert [lg.shape for lg in out.logits] == [(B, NUM_CLASSES)] * n_logits
     # The test feature (and the anchor loss's target) is every branch/part embedding, concatenated.
-    assert model.feat_dim == sum(embedding_dims) == out.embedding().shape[1]
-    assert {model.feature_dim} == set(feature_dims)
+    assert model.embedding_dim == sum(embedding_dims) == out.embedding().shape[1]
+    assert {model.branch_feature_dim} == set(feature_dims)
     total = sum(F.cross_entropy(lg, torch.arange(B) % NUM_CLASSES) for lg in out.logits)
     total = total + sum(out.aux_losses.values(), torch.zeros(()))
     total.backward()
@@ -70,7 +70,7 @@ def test_forward_shapes_and_test_feature(name):
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(B, 3, 64, 32))
-    assert out.aux_losses == {} and out.embedding().shape == (B, model.feat_dim)
+    assert out.aux_losses == {} and out.embedding().shape == (B, model.embedding_dim)
     assert torch.isfinite(out.embedding()).all()
 
 
@@ -398,4 +398,4 @@ def test_two_stage_run(name, tiny_dataset, tmp_path):
     model = second.build().eval()
     with torch.no_grad():
         emb = model(torch.randn(2, 3, 64, 32)).embedding()
-    assert emb.shape == (2, model.feat_dim)
+    assert emb.shape == (2, model.embedding_dim)

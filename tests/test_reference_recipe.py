@@ -12,7 +12,7 @@ from clusteralign.models import build_model
 from clusteralign.models.file import ModelFile
 from clusteralign.models.pretrained import PretrainedWeightsError, imagenet_cache_path
 from clusteralign.train.sampler import PKSampler, RandomBatchSampler, SamplerConfigError, batch_sampler
-from clusteralign.train.trainer import augment_spec
+from clusteralign.train.inputs import train_augment
 
 MODELS = {"r18": {"backbone": "resnet18", "base_width": 8}}
 
@@ -104,9 +104,9 @@ def test_imagenet_v1_is_only_for_torchvisions_resnets():
 
 def test_erasing_fill_reaches_the_augmentation():
     assert AugmentConfig().erasing_fill == "zero"
-    assert augment_spec(StageConfig()).erasing_fill == "zero"
+    assert train_augment(StageConfig().augment).erasing_fill == "zero"
     stage = from_dict(StageConfig, {"augment": {"erasing_fill": "mean_values"}})
-    assert augment_spec(stage).erasing_fill == "mean_values"
+    assert train_augment(stage.augment).erasing_fill == "mean_values"
     with pytest.raises(ConfigError, match="augment.erasing_fill: expected one of"):
         from_dict(StageConfig, {"augment": {"erasing_fill": "grey"}}, "stage1")
 

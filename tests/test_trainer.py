@@ -181,12 +181,12 @@ def test_an_error_during_training_leaves_no_tensorboard_thread(tiny_dataset, tmp
 
 
 def test_changed_package_code_never_resumes_a_checkpoint(stage1_run, tiny_dataset, tmp_path, monkeypatch):
-    import clusteralign.train.trainer as trainer
+    import clusteralign.train.fingerprint as fingerprint
 
     out, _ = stage1_run
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints/last.pt").write_bytes((out / "checkpoints/last.pt").read_bytes())
-    monkeypatch.setattr(trainer, "_source_digest", lambda: b"an edited loss function")
+    monkeypatch.setattr(fingerprint, "source_digest", lambda: b"an edited loss function")
     history = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment()), epoch_budget=1)
     assert history is None  # trained epoch 1 again instead of resuming after epoch 3
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1]
@@ -208,8 +208,9 @@ def test_each_stage_trains_on_the_batches_its_sampler_setting_names(stage1_run, 
 
 @pytest.mark.parametrize("update", ["epoch", "fixed", "momentum"])
 def test_stage2_anchor_finetuning(stage1_run, tiny_dataset, tmp_path, update):
+    from clusteralign.config import InferenceConfig
+    from clusteralign.train.anchors import fresh_anchors
     from clusteralign.train.distributed import resolve_device
-    from clusteralign.train.trainer import fresh_anchors
 
     out1, _ = stage1_run
     _, manifest = tiny_dataset
@@ -220,18 +221,18 @@ def test_stage2_anchor_finetuning(stage1_run, tiny_dataset, tmp_path, update):
     assert (history["loss_anchor"] > 0).all()
     # the stage-1 weights were the starting point, not a fresh network
     model = ModelFile.load(out1 / "model.pt").build()
-    anchors, _ = fresh_anchors(model, _train_split(manifest, exp), model.classifier.out_features, exp.stage2,
-                               exp.features, resolve_device("cpu"))
+    anchors, _ = fresh_anchors(model, _train_split(manifest, exp), model.classifier.out_features,
+                               exp.stage2.anchors, InferenceConfig.of(exp.stage2), exp.features, resolve_device("cpu"))
     assert torch.isfinite(anchors).all()
 
 
 def test_stage1_without_anchor_diagnostics_skips_the_training_pass(stage1_run, tiny_dataset, tmp_path,
                                                                     monkeypatch):
-    import clusteralign.train.trainer as trainer
+    import clusteralign.train.anchors as anchors
 
     out, history = stage1_run
     calls = []
-    monkeypatch.setattr(trainer, "fresh_anchors", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(anchors, "fresh_anchors", lambda *a, **k: calls.append(1))
     again = train_stage(spec("stage1", tiny_dataset[1], tmp_path, experiment(anchor_diagnostics=False)))
     assert calls == []
     assert "anchor_dist_own" not in again and again["mAP"].notna().all()
@@ -252,15 +253,16 @@ def test_stage1_without_anchor_diagnostics_skips_the_training_pass(stage1_run, t
 ])
 def test_stage2_computes_fresh_anchors_only_when_they_are_used(stage1_run, tiny_dataset, tmp_path, monkeypatch,
                                                                update, diagnostics, expected):
+    import clusteralign.train.anchors as anchors
     import clusteralign.train.trainer as trainer
 
     out1, _ = stage1_run
     epochs = []
-    real = trainer.fresh_anchors
+    real = anchors.fresh_anchors
     monkeypatch.setattr(trainer, "_train_one_epoch",
                         _counting(trainer._train_one_epoch, lambda: epochs.append(len(epochs) + 1)))
     calls = []
-    monkeypatch.setattr(trainer, "fresh_anchors", _counting(real, lambda: calls.append(len(epochs))))
+    monkeypatch.setattr(anchors, "fresh_anchors", _counting(real, lambda: calls.append(len(epochs))))
     stage2 = {**RAW["stage2"], "epochs": 3, "eval_every": 2, "anchor_diagnostics": diagnostics,
               "anchors": {"update": update}}
     exp = build_experiment("tiny", dict(RAW, stage2=stage2), MODELS)
@@ -277,10 +279,10 @@ def _counting(fn, note):
 
 
 def _train_split(manifest, exp):
+    from clusteralign.config import InferenceConfig
     from clusteralign.train.data import load_split
-    from clusteralign.train.trainer import cache_size
 
-    return load_split(manifest, "train", cache_size(exp.stage2))
+    return load_split(manifest, "train", InferenceConfig.of(exp.stage2).cache_size)
 
 
 def test_stage2_uses_the_anchor_file(stage1_run, tiny_dataset, tmp_path):

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from clusteralign.config import FeatureConfig, StageConfig, from_dict
+from clusteralign.config import AnchorConfig, FeatureConfig, InferenceConfig, from_dict
 from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
 from clusteralign.pipeline.steps import compute_anchor_file
@@ -11,7 +11,8 @@ if __name__ == "__main__":
         compute_anchor_file(
             Path(snakemake.input.model),
             read_manifest(snakemake.input.manifest),
-            from_dict(StageConfig, snakemake.params.inference, "inference"),
+            from_dict(InferenceConfig, snakemake.params.inference, "inference"),
+            from_dict(AnchorConfig, snakemake.params.anchors, "anchors"),
             from_dict(FeatureConfig, snakemake.params.features, "features"),
             Path(snakemake.output.anchors),
             Path(snakemake.output.stats),

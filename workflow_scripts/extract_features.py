@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from clusteralign.config import FeatureConfig, StageConfig, from_dict
+from clusteralign.config import FeatureConfig, InferenceConfig, from_dict
 from clusteralign.data.manifest import read_manifest
 from clusteralign.pipeline.script import workflow_step
 from clusteralign.pipeline.steps import extract_feature_file
@@ -11,7 +11,7 @@ if __name__ == "__main__":
         extract_feature_file(
             Path(snakemake.input.model),
             read_manifest(snakemake.input.manifest),
-            from_dict(StageConfig, snakemake.params.inference, "inference"),
+            from_dict(InferenceConfig, snakemake.params.inference, "inference"),
             from_dict(FeatureConfig, snakemake.params.features, "features"),
             Path(snakemake.output.features),
         )

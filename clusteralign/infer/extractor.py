@@ -83,7 +83,7 @@ class FeatureExtractor:
     @property
     def feature_dim(self) -> int:
         """D, the width of each feature."""
-        return int(self.model.feat_dim)
+        return int(self.model.embedding_dim)
 
     def __call__(self, images: ImageInput | Iterable[ImageInput], *, progress: bool = False) -> torch.Tensor:
         """(N, D) float32 features on the CPU, one row per image in the order given.

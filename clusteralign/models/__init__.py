@@ -1,8 +1,8 @@
 """Model families; `build_model` maps a ModelConfig to a network.
 
 Every family's forward returns a `ReIDOutput`; its embeddings, concatenated, are the test
-feature and the anchor loss's target. Every family has `feat_dim` (width of that test feature)
-and `feature_dim` (width of each `features` entry, which the triplet and centre losses see).
+feature and the anchor loss's target. Every family has `embedding_dim` (width of that test feature)
+and `branch_feature_dim` (width of each `features` entry, which the triplet and centre losses see).
 Families: "baseline" (baseline.py), "ft_net" and "pcb" (ft_net.py), "mgn" (mgn.py), "abd" (abd.py).
 """
 

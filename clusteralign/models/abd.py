@@ -225,8 +225,8 @@ class ABDNet(nn.Module):
         for new in (self.global_fc, self.global_classifier, self.reduction, self.before_head, self.cam_head,
                     self.pam_head, self.sum_conv, self.part_classifiers):
             _init_new_layers(new)
-        self.feat_dim = (1 + num_parts) * embed_dim
-        self.feature_dim = embed_dim
+        self.embedding_dim = (1 + num_parts) * embed_dim
+        self.branch_feature_dim = embed_dim
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the model the 0-based training epoch: the feature term starts at `of_start_epoch`.

@@ -41,19 +41,19 @@ class StrongBaseline(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.base = build_backbone(backbone, base_width=base_width, last_stride=last_stride, stem_relu=stem_relu)
-        self.feat_dim = self.base.out_channels
-        self.feature_dim = self.feat_dim  # width of each `features` entry (triplet / centre losses)
+        self.embedding_dim = self.base.out_channels
+        self.branch_feature_dim = self.embedding_dim  # width of each `features` entry (triplet / centre losses)
         self.pool = nn.AdaptiveAvgPool2d(1)
         if neck == "bnneck":
-            self.bottleneck: nn.Module = nn.BatchNorm1d(self.feat_dim)
+            self.bottleneck: nn.Module = nn.BatchNorm1d(self.embedding_dim)
             nn.init.ones_(self.bottleneck.weight)
             nn.init.zeros_(self.bottleneck.bias)
             # A shift would move every feature alike and only hurt the Euclidean geometry.
             self.bottleneck.bias.requires_grad_(False)
-            self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
+            self.classifier = nn.Linear(self.embedding_dim, num_classes, bias=False)
         elif neck == "none":
             self.bottleneck = nn.Identity()
-            self.classifier = nn.Linear(self.feat_dim, num_classes)
+            self.classifier = nn.Linear(self.embedding_dim, num_classes)
             nn.init.zeros_(self.classifier.bias)
         else:
             raise ValueError(f"neck must be 'bnneck' or 'none', got {neck!r}")

@@ -85,8 +85,8 @@ class FtNet(nn.Module):
         self.base = trunk
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = ClassBlock(trunk.out_channels, num_classes, embed_dim, dropout)
-        self.feat_dim = embed_dim
-        self.feature_dim = trunk.out_channels
+        self.embedding_dim = embed_dim
+        self.branch_feature_dim = trunk.out_channels
 
     def forward(self, x: torch.Tensor) -> ReIDOutput:
         f = self.pool(self.base(x)).flatten(1)
@@ -119,8 +119,8 @@ class PCB(nn.Module):
         self.classifiers = nn.ModuleList(
             ClassBlock(trunk.out_channels, num_classes, embed_dim, dropout) for _ in range(num_parts)
         )
-        self.feat_dim = num_parts * embed_dim
-        self.feature_dim = trunk.out_channels
+        self.embedding_dim = num_parts * embed_dim
+        self.branch_feature_dim = trunk.out_channels
 
     def forward(self, x: torch.Tensor) -> ReIDOutput:
         stripes = self.pool(self.base(x)).flatten(2)  # B x C x parts

@@ -74,8 +74,8 @@ class MGN(nn.Module):
         self.classifiers = nn.ModuleList(nn.Linear(embed_dim, num_classes, bias=False) for _ in range(num_features))
         for fc in self.classifiers:
             nn.init.kaiming_normal_(fc.weight, mode="fan_out")
-        self.feat_dim = num_features * embed_dim
-        self.feature_dim = channels
+        self.embedding_dim = num_features * embed_dim
+        self.branch_feature_dim = channels
 
     def forward(self, x: torch.Tensor) -> ReIDOutput:
         x = self.backbone(x)

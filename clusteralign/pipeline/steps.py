@@ -10,42 +10,41 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import RANKING_EXAMPLES, FeatureConfig, FinalEvalConfig, StageConfig
+from ..config import RANKING_EXAMPLES, AnchorConfig, FeatureConfig, FinalEvalConfig, InferenceConfig
 from ..data.manifest import train_label_pids
 from ..eval.blockwise import evaluate_features
 from ..eval.rank import RankResult
 from ..eval.rerank import ReRankSettings
 from ..io import torch_load_mapping, torch_save, write_json, write_text
 from ..models.file import ModelFile
-from ..train.anchors import AnchorSet
+from ..train.anchors import AnchorSet, fresh_anchors
 from ..train.data import load_split
-from ..train.features import extract_features
 from ..train.distributed import resolve_device
-from ..train.trainer import augment_spec, cache_size, fresh_anchors
+from ..train.features import eval_features
 
 log = logging.getLogger(__name__)
 
 
-def _load_model(model_path: Path, stage: StageConfig) -> tuple[ModelFile, torch.nn.Module, torch.device]:
-    device = resolve_device(stage.device)
+def _load_model(model_path: Path, inference: InferenceConfig) -> tuple[ModelFile, torch.nn.Module, torch.device]:
+    device = resolve_device(inference.device)
     mf = ModelFile.load(model_path)
     model = mf.build().to(device)
-    if stage.channels_last:
+    if inference.channels_last:
         model.to(memory_format=torch.channels_last)
     return mf, model, device
 
 
 def compute_anchor_file(
-    model_path: Path, manifest: pd.DataFrame, stage: StageConfig, features: FeatureConfig, anchors_out: Path,
-    stats_out: Path,
+    model_path: Path, manifest: pd.DataFrame, inference: InferenceConfig, anchors: AnchorConfig,
+    features: FeatureConfig, anchors_out: Path, stats_out: Path,
 ) -> AnchorSet:
     """Anchors (per-identity mean test features) of a trained model, plus their spread statistics."""
-    mf, model, device = _load_model(model_path, stage)
-    train = load_split(manifest, "train", cache_size(stage))
+    mf, model, device = _load_model(model_path, inference)
+    train = load_split(manifest, "train", inference.cache_size)
     if train_label_pids(manifest) != list(mf.pids):
         raise ValueError(f"{model_path} was trained on other identities than the manifest's training split")
-    anchors, stats = fresh_anchors(model, train.to(device), mf.num_classes, stage, features, device)
-    result = AnchorSet(anchors.cpu(), list(mf.pids), stats)
+    values, stats = fresh_anchors(model, train.to(device), mf.num_classes, anchors, inference, features, device)
+    result = AnchorSet(values.cpu(), list(mf.pids), stats)
     result.save(anchors_out)
     write_json(stats_out, {**stats, "num_identities": mf.num_classes})
     log.info("anchors of %d identities: own %.4f, nearest other %.4f", mf.num_classes,
@@ -54,16 +53,14 @@ def compute_anchor_file(
 
 
 def extract_feature_file(
-    model_path: Path, manifest: pd.DataFrame, stage: StageConfig, features: FeatureConfig, out: Path
+    model_path: Path, manifest: pd.DataFrame, inference: InferenceConfig, features: FeatureConfig, out: Path
 ) -> None:
     """Query and gallery test features of a trained model, with their identities and paths."""
-    _, model, device = _load_model(model_path, stage)
-    spec = augment_spec(stage, train=False)
+    _, model, device = _load_model(model_path, inference)
     payload = {}
     for split in ("query", "gallery"):
-        data = load_split(manifest, split, cache_size(stage))
-        feats, _ = extract_features(model, data.images, spec, device=device, batch_size=features.batch_size,
-                                    flip=features.flip, amp=stage.amp, channels_last=stage.channels_last)
+        data = load_split(manifest, split, inference.cache_size)
+        feats, _ = eval_features(model, data.images, inference, features, device)
         payload[split] = {
             "features": feats.cpu(),
             "pids": data.pids,

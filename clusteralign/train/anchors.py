@@ -7,8 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
+from torch import nn
+
+from ..config import AnchorConfig, FeatureConfig, InferenceConfig
 from ..io import UnreadableFileError, torch_load_mapping, torch_save
 from ..losses.anchor import anchor_distances
+from .data import SplitData
+from .features import eval_features
 
 
 def compute_anchors(
@@ -50,6 +55,18 @@ def diagnostics(features: torch.Tensor, labels: torch.Tensor, anchors: torch.Ten
     """Mean Euclidean distance of each feature to its own anchor and to the nearest other one."""
     own, other = anchor_distances(features.float(), labels.to(features.device), anchors.to(features.device))
     return {"anchor_dist_own": float(own.mean()), "anchor_dist_other": float(other.mean())}
+
+
+def fresh_anchors(model: nn.Module, train: SplitData, num_classes: int, anchors: AnchorConfig,
+                  inference: InferenceConfig, features: FeatureConfig,
+                  device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+    """The anchor dictionary of the current model over the training split, and its spread diagnostics."""
+    probability = anchors.weighting == "probability"
+    feats, probs = eval_features(model, train.images, inference, features, device,
+                                 labels=train.labels if probability else None)
+    labels = train.labels.to(device)
+    result = compute_anchors(feats, labels, num_classes, weights=probs if probability else None)
+    return result, diagnostics(feats, labels, result)
 
 
 @dataclass

@@ -7,7 +7,9 @@ import contextlib
 import torch
 from torch import nn
 
+from ..config import FeatureConfig, InferenceConfig
 from .augment import AugmentSpec, test_transform
+from .inputs import test_augment
 
 
 def autocast(device: torch.device, amp: str, cache: bool = True) -> contextlib.AbstractContextManager:
@@ -66,6 +68,13 @@ def extract_features(
                 probs.append((p[:n] + p[n:]) / 2 if flip else p)
     finally:
         model.train(was_training)
-    dim = getattr(model, "feat_dim", 0)
+    dim = getattr(model, "embedding_dim", 0)
     features = torch.cat(feats) if feats else torch.empty(0, dim, device=device)
     return features, (torch.cat(probs) if labels is not None and probs else None)
+
+
+def eval_features(model: nn.Module, images: torch.Tensor, inference: InferenceConfig, features: FeatureConfig,
+                  device: torch.device, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`extract_features` of uint8 `images` with a stage's inference and feature settings."""
+    return extract_features(model, images, test_augment(inference), device=device, batch_size=features.batch_size,
+                            flip=features.flip, amp=inference.amp, channels_last=inference.channels_last, labels=labels)

@@ -26,7 +26,7 @@ class Objective(nn.Module):
     averaging already makes global.
     """
 
-    def __init__(self, cfg: LossConfig, num_classes: int, feat_dim: int, ctx: DistContext = DistContext()):
+    def __init__(self, cfg: LossConfig, num_classes: int, branch_feature_dim: int, ctx: DistContext = DistContext()):
         super().__init__()
         self.cfg = cfg
         self.ctx = ctx
@@ -34,7 +34,7 @@ class Objective(nn.Module):
         # The batch check would read a flag back from the device every step; P x K batches
         # with K >= 2 (enforced by the config) always have positives and negatives.
         self.triplet = TripletLoss(margin=cfg.triplet_margin, check_batch=False) if cfg.triplet_weight else None
-        self.center = CenterLoss(num_classes, feat_dim) if cfg.center_weight else None
+        self.center = CenterLoss(num_classes, branch_feature_dim) if cfg.center_weight else None
         self.anchor = AnchorLoss(kind=cfg.anchor_kind, margin=cfg.anchor_margin) if cfg.anchor_weight else None
 
     @property
