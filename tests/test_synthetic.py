@@ -10,8 +10,10 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+import PIL
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from clusteralign.data import synthetic
 from clusteralign.data.synthetic import (
@@ -155,6 +157,38 @@ def test_splits_follow_market_conventions(
     # Every query has a true match in another camera, so no query is skipped by evaluation.
     for pid, camid in query:
         assert any(g_pid == pid and g_cam != camid for g_pid, g_cam in gallery), (pid, camid)
+
+
+# What SyntheticSpec.tiny() writes, pinned: a change to the generator that alters any file name or
+# byte fails here (then bump GENERATOR_VERSION, so folders made before count as another dataset, and
+# record the new digests). The names depend on numpy's random streams only; the bytes also on the
+# drawing and the JPEG encoder, so their digest is kept per numpy, Pillow and libjpeg-turbo version.
+TINY_NAMES_SHA256 = "21ee5039a49f084aa1103e1b5f3b0d268dffcb611a53d2db0a2d19ed3c8ebe75"
+TINY_FILES_SHA256 = {
+    ("2.4.6", "13.0.0", "3.2.0"): "4dbe7b636027695d975f6a26535c3a3f7bbf14ce3244db3e5eeec5d24d80495b",
+}
+
+
+def _digests(root: Path) -> tuple[str, str]:
+    """sha256 of every file's relative name, and of every name with its bytes, in sorted order."""
+    names, files = hashlib.sha256(), hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix().encode() + b"\0"
+        names.update(name)
+        files.update(name + hashlib.sha256(path.read_bytes()).digest())
+    return names.hexdigest(), files.hexdigest()
+
+
+def test_tiny_spec_writes_the_pinned_files(tiny: tuple[Path, SyntheticSpec, dict[str, int]]) -> None:
+    root, _, _ = tiny
+    names, files = _digests(root)
+    if int(np.__version__.split(".")[0]) < 2:
+        pytest.skip(f"the names were pinned with numpy 2's random streams; this is numpy {np.__version__}")
+    assert names == TINY_NAMES_SHA256
+    versions = (np.__version__, PIL.__version__, features.version("libjpeg_turbo"))
+    if versions not in TINY_FILES_SHA256:
+        pytest.skip(f"no digest of the bytes recorded for numpy, Pillow, libjpeg-turbo {versions}")
+    assert files == TINY_FILES_SHA256[versions]
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(
