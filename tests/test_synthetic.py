@@ -15,7 +15,7 @@ import PIL
 import pytest
 from PIL import Image, features
 
-from clusteralign.data import synthetic
+from clusteralign.data.synthetic import planning, record, writer
 from clusteralign.data.synthetic import (
     GALLERY_DIR,
     QUERY_DIR,
@@ -110,7 +110,7 @@ def test_counts_match_spec(tiny: tuple[Path, SyntheticSpec, dict[str, int]]) -> 
 
 @pytest.mark.parametrize("target", [40, 56])  # the tiny spec draws 49 training images
 def test_num_train_images_fixes_the_training_set_size(tmp_path: Path, target: int) -> None:
-    drawn = synthetic._plan(SyntheticSpec.tiny())
+    drawn = planning.plan(SyntheticSpec.tiny())
     spec = dataclasses.replace(SyntheticSpec.tiny(), num_train_images=target)
     counts = generate_synthetic(tmp_path / "fixed", spec)
     records = _records(tmp_path / "fixed")
@@ -131,7 +131,7 @@ def test_unset_num_train_images_keeps_older_markers_and_unreachable_one_is_refus
     fixed = dataclasses.replace(spec, num_train_images=40)
     assert SyntheticSpec.from_dict(fixed.to_dict()) == fixed
     with pytest.raises(SyntheticSpecError, match=r"num_train_images \(500\) cannot be reached"):
-        synthetic._plan(dataclasses.replace(spec, num_train_images=500))
+        planning.plan(dataclasses.replace(spec, num_train_images=500))
 
 
 def test_splits_follow_market_conventions(
@@ -250,7 +250,7 @@ def test_older_generator_version_counts_as_a_different_dataset(
 ) -> None:
     root = tmp_path / "data"
     generate_synthetic(root, SyntheticSpec.tiny())
-    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(record, "GENERATOR_VERSION", record.GENERATOR_VERSION + 1)
     with pytest.raises(SyntheticRootError, match="generator version"):
         generate_synthetic(root, SyntheticSpec.tiny())
 
@@ -293,7 +293,7 @@ def test_unreadable_record_is_an_error(tmp_path: Path) -> None:
 
 
 def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synthetic._render_image
+    real = writer.render_image
     calls = []
 
     def failing(*args: object, **kwargs: object) -> bytes:
@@ -302,7 +302,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_render_image", failing)
+    monkeypatch.setattr(writer, "render_image", failing)
     with pytest.raises(OSError, match="disk full"):
         generate_synthetic(tmp_path / "data", SyntheticSpec.tiny())
     assert list(tmp_path.iterdir()) == []
