@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clusteralign.data import obtain
+from clusteralign.data.obtain import checksum, download, extracted
 from clusteralign.data.errors import (
     ArchiveError,
     ArchiveLimitError,
@@ -187,8 +188,8 @@ def test_second_call_does_no_work(tmp_path: Path, market_zip, monkeypatch: pytes
     def must_not_run(*args, **kwargs):
         raise AssertionError("the archive was read again although the marker records it")
 
-    monkeypatch.setattr(obtain, "safe_extract", must_not_run)
-    monkeypatch.setattr(obtain, "file_digests", must_not_run)
+    monkeypatch.setattr(extracted, "safe_extract", must_not_run)
+    monkeypatch.setattr(checksum, "file_digests", must_not_run)
     assert obtain_dataset(with_sum, dest) == root
     assert obtain_dataset(without_sum, dest) == root
     # Deleting the archive after extraction (to save space) keeps the extraction usable.
@@ -223,7 +224,7 @@ def test_concurrent_callers_extract_once(tmp_path: Path, market_zip, monkeypatch
         threading.Event().wait(0.5)
         return real_extract(*args, **kwargs)
 
-    monkeypatch.setattr(obtain, "safe_extract", slow_extract)
+    monkeypatch.setattr(extracted, "safe_extract", slow_extract)
     roots: list[Path] = []
     first = threading.Thread(target=lambda: roots.append(obtain_dataset(source, dest)))
     first.start()
@@ -591,14 +592,14 @@ def test_concurrent_downloads_of_one_url_fetch_it_once(tmp_path: Path, http_serv
     http_server.files["/m.zip"] = archive.read_bytes()
     target = tmp_path / "data" / "m.zip"
     fetching = threading.Event()
-    real_fetch = obtain._fetch
+    real_fetch = download._fetch
 
     def slow_fetch(*args, **kwargs):
         fetching.set()
         threading.Event().wait(0.5)  # long enough for the second caller to reach the lock
         return real_fetch(*args, **kwargs)
 
-    monkeypatch.setattr(obtain, "_fetch", slow_fetch)
+    monkeypatch.setattr(download, "_fetch", slow_fetch)
     digests: list[dict[str, str]] = []
     first = threading.Thread(target=lambda: digests.append(
         obtain.download_file(url_of(http_server, "/m.zip"), target, sha256=sha256_of(archive), progress=False)))
