@@ -343,6 +343,22 @@ def test_invalid_spec_names_the_field(changes: dict[str, object], field: str) ->
         SyntheticSpec(**values)
 
 
+def test_spec_errors_name_the_setting_and_its_range_in_code_and_in_a_config() -> None:
+    with pytest.raises(SyntheticSpecError) as err:
+        SyntheticSpec(num_cameras=10)
+    assert str(err.value) == "num_cameras: must be in [2, 9], got 10"
+    with pytest.raises(SyntheticSpecError) as err:
+        SyntheticSpec.from_dict({"num_cameras": 10}, "datasets.s.generate")
+    assert str(err.value) == "datasets.s.generate.num_cameras: must be in [2, 9], got 10"
+    with pytest.raises(SyntheticSpecError) as err:
+        SyntheticSpec.from_dict({"min_cameras_per_id": 4, "max_cameras_per_id": 3}, "datasets.s.generate")
+    assert str(err.value) == "datasets.s.generate.min_cameras_per_id: must not exceed max_cameras_per_id (3), got 4"
+    # Stored as a config file's values would be: floats as floats, so the recorded spec compares equal.
+    spec = SyntheticSpec(camera_cast=0, max_blur=1)
+    assert isinstance(spec.camera_cast, float) and spec.to_dict()["max_blur"] == 1.0
+    assert SyntheticSpec.from_dict({"camera_cast": 0, "max_blur": 1}) == spec
+
+
 def test_spec_round_trips_and_rejects_unknown_keys() -> None:
     spec = SyntheticSpec.tiny(seed=7)
     assert SyntheticSpec.from_dict(spec.to_dict()) == spec

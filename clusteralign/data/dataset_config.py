@@ -12,7 +12,7 @@ from typing import Any
 from ..config import ConfigError, from_dict, null_section
 from .obtain import DatasetSource
 from .readers import INPUT_OPTIONS, OPTION_TYPES, READERS
-from .synthetic import SyntheticSpec, SyntheticSpecError
+from .synthetic import SyntheticSpec
 
 _KEYS = ("reader", "generate", "source", "reader_options", "verify_images", "drop_bad")
 
@@ -70,10 +70,7 @@ class DatasetConfig:
                 raise ConfigError(null_section(f"{key}.generate"))
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"{key}.generate: expected a mapping of synthetic settings, got {raw!r}")
-            try:
-                generate = SyntheticSpec.from_dict(raw)
-            except (SyntheticSpecError, TypeError) as err:
-                raise ConfigError(f"{key}.generate: {err}") from None
+            generate = SyntheticSpec.from_dict(raw, f"{key}.generate")
         elif "source" in cfg:
             source = DatasetSource.from_mapping(cfg["source"], f"{key}.source")
         else:

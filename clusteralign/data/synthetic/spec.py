@@ -1,4 +1,8 @@
-"""What determines a synthetic dataset: `SyntheticSpec`, its presets and the checks of its values."""
+"""What determines a synthetic dataset: `SyntheticSpec`, its presets and the ranges of its values.
+
+The ranges are declared on the fields (`bounded`) and checked, with the types, by the config's
+one validator, whether a spec comes from a config file (`from_dict`) or is built in code.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import numpy as np
+from clusteralign.config import ConfigError, _Typed, bounded
+from clusteralign.config import from_dict as build_from_dict
 
 from .palette import CLOTH_COLOURS, MUTATIONS
 
 
-class SyntheticSpecError(ValueError):
+class SyntheticSpecError(ConfigError):
     """A `SyntheticSpec` field holds a value of the wrong type or outside its allowed range."""
 
 
 @dataclass(frozen=True)
-class SyntheticSpec:
+class SyntheticSpec(_Typed):
     """Everything that determines a synthetic dataset; equal specs give identical files.
 
     Sizes: train identities get `min_images_per_id_per_camera..max_images_per_id_per_camera`
@@ -41,33 +46,56 @@ class SyntheticSpec:
     (0 means all views equally likely everywhere).
     """
 
-    num_train_ids: int = 150
-    num_test_ids: int = 100
-    num_cameras: int = 6
-    min_cameras_per_id: int = 2
-    max_cameras_per_id: int = 5
-    min_images_per_id_per_camera: int = 1
-    max_images_per_id_per_camera: int = 5
-    num_distractors: int = 120
-    num_junk: int = 40
-    height: int = 128
-    width: int = 64
-    jpeg_quality: int = 90
-    occlusion_prob: float = 0.1
-    seed: int = 0
-    family_size: int = 2
-    family_mutations: int = 3
-    palette_size: int = 14
-    colour_jitter: float = 0.06
-    camera_cast: float = 0.12
-    background_clutter: float = 0.8
-    max_blur: float = 0.8
-    misalignment: float = 0.04
-    viewpoint_bias: float = 0.4
-    num_train_images: int | None = None
+    # Person ids are written with four digits (num_train_ids + num_test_ids is at most 9999).
+    num_train_ids: int = bounded(150, minimum=1, maximum=9998)
+    num_test_ids: int = bounded(100, minimum=1, maximum=9998)
+    num_cameras: int = bounded(6, minimum=2, maximum=9)  # one digit after "c" in Market names
+    min_cameras_per_id: int = bounded(2, minimum=2, maximum=9)
+    max_cameras_per_id: int = bounded(5, minimum=2, maximum=9)
+    min_images_per_id_per_camera: int = bounded(1, minimum=1, maximum=1000)
+    max_images_per_id_per_camera: int = bounded(5, minimum=2, maximum=1000)
+    num_distractors: int = bounded(120, minimum=0, maximum=1_000_000)
+    num_junk: int = bounded(40, minimum=0, maximum=1_000_000)
+    height: int = bounded(128, minimum=32, maximum=2048)
+    width: int = bounded(64, minimum=16, maximum=1024)
+    jpeg_quality: int = bounded(90, minimum=1, maximum=95)
+    occlusion_prob: float = bounded(0.1, minimum=0, maximum=1)
+    seed: int = bounded(0, minimum=0, maximum=2**63 - 1)
+    family_size: int = bounded(2, minimum=1, maximum=1000)
+    family_mutations: int = bounded(3, minimum=1, maximum=len(MUTATIONS))
+    palette_size: int = bounded(14, minimum=2, maximum=len(CLOTH_COLOURS))
+    colour_jitter: float = bounded(0.06, minimum=0, maximum=1)
+    camera_cast: float = bounded(0.12, minimum=0, maximum=1)
+    background_clutter: float = bounded(0.8, minimum=0, maximum=50)
+    max_blur: float = bounded(0.8, minimum=0, maximum=10)
+    misalignment: float = bounded(0.04, minimum=0, maximum=0.5)
+    viewpoint_bias: float = bounded(0.4, minimum=0, maximum=1)
+    num_train_images: int | None = bounded(None, minimum=1, maximum=10_000_000)
+
+    _error = SyntheticSpecError
 
     def __post_init__(self) -> None:
-        self._validate()
+        super().__post_init__()  # each field's type and range
+        if self.num_train_ids + self.num_test_ids > 9999:
+            raise SyntheticSpecError(
+                "num_test_ids: num_train_ids + num_test_ids must be at most 9999, because person ids are "
+                f"written with four digits; got {self.num_train_ids + self.num_test_ids}"
+            )
+        if self.min_cameras_per_id > self.max_cameras_per_id:
+            raise SyntheticSpecError(
+                f"min_cameras_per_id: must not exceed max_cameras_per_id ({self.max_cameras_per_id}), "
+                f"got {self.min_cameras_per_id}"
+            )
+        if self.max_cameras_per_id > self.num_cameras:
+            raise SyntheticSpecError(
+                f"max_cameras_per_id: must not exceed num_cameras ({self.num_cameras}), as an identity appears "
+                f"in distinct cameras; got {self.max_cameras_per_id}"
+            )
+        if self.min_images_per_id_per_camera > self.max_images_per_id_per_camera:
+            raise SyntheticSpecError(
+                "min_images_per_id_per_camera: must not exceed max_images_per_id_per_camera "
+                f"({self.max_images_per_id_per_camera}), got {self.min_images_per_id_per_camera}"
+            )
 
     @classmethod
     def tiny(cls, seed: int = 0) -> SyntheticSpec:
@@ -88,16 +116,9 @@ class SyntheticSpec:
         )
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> SyntheticSpec:
-        """Build a spec from a mapping (e.g. a config section); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SyntheticSpecError(
-                f"Unknown synthetic dataset setting(s) {', '.join(map(repr, unknown))}. "
-                f"Expected only keys among: {', '.join(sorted(known))}."
-            )
-        return cls(**dict(values))
+    def from_dict(cls, values: Mapping[str, Any], key: str = "SyntheticSpec") -> SyntheticSpec:
+        """Build a spec from a mapping (e.g. a config section); errors name `key` and the setting."""
+        return build_from_dict(cls, values, key)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain JSON-ready dict (field name -> value)."""
@@ -107,83 +128,3 @@ class SyntheticSpec:
         if values["num_train_images"] is None:
             del values["num_train_images"]
         return values
-
-    # ----------------------------------------------------------------------------------------
-
-    def _validate(self) -> None:
-        ints = {
-            "num_train_ids": (1, 9998),
-            "num_test_ids": (1, 9998),
-            "num_cameras": (2, 9),  # one digit after "c" in Market names
-            "min_cameras_per_id": (2, 9),
-            "max_cameras_per_id": (2, 9),
-            "min_images_per_id_per_camera": (1, 1000),
-            "max_images_per_id_per_camera": (2, 1000),
-            "num_distractors": (0, 1_000_000),
-            "num_junk": (0, 1_000_000),
-            "height": (32, 2048),
-            "width": (16, 1024),
-            "jpeg_quality": (1, 95),
-            "seed": (0, 2**63 - 1),
-            "family_size": (1, 1000),
-            "family_mutations": (1, len(MUTATIONS)),
-            "palette_size": (2, len(CLOTH_COLOURS)),
-        }
-        floats = {
-            "occlusion_prob": (0.0, 1.0),
-            "colour_jitter": (0.0, 1.0),
-            "camera_cast": (0.0, 1.0),
-            "background_clutter": (0.0, 50.0),
-            "max_blur": (0.0, 10.0),
-            "misalignment": (0.0, 0.5),
-            "viewpoint_bias": (0.0, 1.0),
-        }
-        if self.num_train_images is not None:
-            ints["num_train_images"] = (1, 10_000_000)
-        for name, (lo, hi) in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise SyntheticSpecError(
-                    f"SyntheticSpec.{name} must be an integer, got {value!r} "
-                    f"({type(value).__name__})."
-                )
-            if not lo <= value <= hi:
-                raise SyntheticSpecError(
-                    f"SyntheticSpec.{name} must be between {lo} and {hi}, got {value}."
-                )
-            # Plain Python numbers keep the spec JSON-ready and its comparisons exact.
-            object.__setattr__(self, name, int(value))
-        for name, (lo, hi) in floats.items():
-            value = getattr(self, name)
-            number = (int, float, np.floating, np.integer)
-            if isinstance(value, bool) or not isinstance(value, number):
-                raise SyntheticSpecError(
-                    f"SyntheticSpec.{name} must be a number, got {value!r} "
-                    f"({type(value).__name__})."
-                )
-            if not (lo <= float(value) <= hi):  # also rejects NaN
-                raise SyntheticSpecError(
-                    f"SyntheticSpec.{name} must be between {lo} and {hi}, got {value}."
-                )
-            object.__setattr__(self, name, float(value))
-        if self.num_train_ids + self.num_test_ids > 9999:
-            raise SyntheticSpecError(
-                "SyntheticSpec.num_train_ids + num_test_ids must be at most 9999, because person "
-                f"ids are written with four digits; got {self.num_train_ids + self.num_test_ids}."
-            )
-        if self.min_cameras_per_id > self.max_cameras_per_id:
-            raise SyntheticSpecError(
-                f"SyntheticSpec.min_cameras_per_id ({self.min_cameras_per_id}) must not exceed "
-                f"max_cameras_per_id ({self.max_cameras_per_id})."
-            )
-        if self.max_cameras_per_id > self.num_cameras:
-            raise SyntheticSpecError(
-                f"SyntheticSpec.max_cameras_per_id ({self.max_cameras_per_id}) must not exceed "
-                f"num_cameras ({self.num_cameras}): an identity appears in distinct cameras."
-            )
-        if self.min_images_per_id_per_camera > self.max_images_per_id_per_camera:
-            raise SyntheticSpecError(
-                "SyntheticSpec.min_images_per_id_per_camera "
-                f"({self.min_images_per_id_per_camera}) must not exceed "
-                f"max_images_per_id_per_camera ({self.max_images_per_id_per_camera})."
-            )
