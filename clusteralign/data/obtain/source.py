@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from clusteralign.config import _Typed, bounded
+from clusteralign.config import from_dict as build_from_dict
 from clusteralign.data.errors import SourceConfigError
 
 from .archives import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE_GB, GB, TAR_SUFFIXES, ZIP_SUFFIXES
@@ -18,7 +19,7 @@ _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}"
 
 
 @dataclass(frozen=True)
-class DatasetSource:
+class DatasetSource(_Typed):
     """Where a dataset comes from: exactly one of ``path``, ``archive`` or ``url``.
 
     - ``path``: a local folder used in place (nothing is copied or written);
@@ -33,74 +34,59 @@ class DatasetSource:
     defaults, `DEFAULT_MAX_ENTRIES` and `DEFAULT_MAX_SIZE_GB`).
     """
 
-    path: Path | None = None
-    archive: Path | None = None
-    url: str | None = None
+    path: Optional[Path] = None
+    archive: Optional[Path] = None
+    url: Optional[str] = None
     allow_download: bool = False
-    sha256: str | None = None
-    md5: str | None = None
-    subdir: str | None = None
-    filename: str | None = None
-    max_entries: int | None = None
-    max_size_gb: float | None = None
+    sha256: Optional[str] = None
+    md5: Optional[str] = None
+    subdir: Optional[str] = None
+    filename: Optional[str] = None
+    max_entries: Optional[int] = bounded(None, minimum=1)
+    max_size_gb: Optional[float] = bounded(None, exclusiveMinimum=0)
+
+    _error = SourceConfigError
 
     def __post_init__(self) -> None:
-        for name in ("path", "archive"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-                    raise SourceConfigError(f"source.{name}: expected a non-empty file path, got {value!r}.")
-                object.__setattr__(self, name, Path(value))
+        super().__post_init__()  # each field's type and range
         given = [name for name in ("path", "archive", "url") if getattr(self, name) is not None]
         if len(given) != 1:
             what = "none of them" if not given else f"{' and '.join(given)}"
             raise SourceConfigError(
                 f"a dataset source needs exactly one of path (a local folder), archive (a local .zip/.tar/"
-                f".tar.gz/.tgz file) or url (downloaded when allow_download is true); got {what}."
+                f".tar.gz/.tgz file) or url (downloaded when allow_download is true); got {what}"
             )
         if self.url is not None:
-            parsed = urllib.parse.urlparse(self.url) if isinstance(self.url, str) else None
-            if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise SourceConfigError(f"source.url: expected an http:// or https:// URL, got {self.url!r}.")
-        if not isinstance(self.allow_download, bool):
-            raise SourceConfigError(f"source.allow_download: expected true or false, got {self.allow_download!r}.")
+            parsed = urllib.parse.urlparse(self.url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise SourceConfigError(f"url: expected an http:// or https:// URL, got {self.url!r}")
+        self._check_checksums()
+        if self.subdir is not None:
+            object.__setattr__(self, "subdir", _relative_folder(self.subdir, "subdir"))
+        if self.filename is not None:
+            if self.url is None:
+                raise SourceConfigError("filename: only a url source is saved under a file name")
+            if not self.filename or "/" in self.filename or "\\" in self.filename or self.filename in (".", ".."):
+                raise SourceConfigError(f"filename: expected a plain file name, got {self.filename!r}")
+        limits = [name for name in ("max_entries", "max_size_gb") if getattr(self, name) is not None]
+        if limits and self.path is not None:
+            raise SourceConfigError(f"{limits[0]}: limits an archive's extraction; a `path:` folder has none")
+
+    def _check_checksums(self) -> None:
         for algorithm in ("sha256", "md5"):
             value = getattr(self, algorithm)
             if value is None:
                 continue
-            normal = value.strip().lower() if isinstance(value, str) else None
-            if normal is None or not _HEX[algorithm].fullmatch(normal):
+            normal = value.strip().lower()
+            if not _HEX[algorithm].fullmatch(normal):
                 size = 64 if algorithm == "sha256" else 32
-                raise SourceConfigError(
-                    f"source.{algorithm}: expected {size} hexadecimal digits, got {value!r}."
-                )
+                raise SourceConfigError(f"{algorithm}: expected {size} hexadecimal digits, got {value!r}")
             object.__setattr__(self, algorithm, normal)
         if self.path is not None and (self.sha256 or self.md5):
             raise SourceConfigError(
-                "source: sha256/md5 verify an archive or a download, not a folder; remove them from a "
-                "`path:` source or point `archive:` at the archive instead."
+                "sha256/md5 verify an archive or a download, not a folder; remove them from a `path:` source or "
+                "point `archive:` at the archive instead"
             )
-        if self.subdir is not None:
-            object.__setattr__(self, "subdir", _relative_folder(self.subdir, "source.subdir"))
-        if self.filename is not None:
-            if self.url is None:
-                raise SourceConfigError("source.filename: only a url source is saved under a file name.")
-            if (not isinstance(self.filename, str) or not self.filename or "/" in self.filename
-                    or "\\" in self.filename or self.filename in (".", "..")):
-                raise SourceConfigError(f"source.filename: expected a plain file name, got {self.filename!r}.")
-        self._check_limits()
-
-    def _check_limits(self) -> None:
-        given = [name for name in ("max_entries", "max_size_gb") if getattr(self, name) is not None]
-        if given and self.path is not None:
-            raise SourceConfigError(f"source.{given[0]}: limits an archive's extraction; a `path:` folder has none.")
-        entries, size = self.max_entries, self.max_size_gb
-        if entries is not None and (isinstance(entries, bool) or not isinstance(entries, int) or entries < 1):
-            raise SourceConfigError(f"source.max_entries: expected a whole number of at least 1, got {entries!r}.")
-        if size is not None:
-            if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < float("inf"):
-                raise SourceConfigError(f"source.max_size_gb: expected a finite number above 0, got {size!r}.")
-            object.__setattr__(self, "max_size_gb", float(size))
 
     def extraction_limits(self) -> tuple[int, int]:
         """The most entries and bytes (declared) an archive of this source may extract to."""
@@ -110,26 +96,12 @@ class DatasetSource:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], key: str = "source") -> DatasetSource:
         """Build a source from a config mapping; errors name ``key`` and the offending entry."""
-        if not isinstance(data, Mapping):
-            raise SourceConfigError(f"{key}: expected a mapping with one of path, archive or url, got {data!r}.")
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise SourceConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}.")
         # In code None means "not given"; in a config file an empty value is a mistake (the schema says so too).
-        nulls = sorted(name for name, value in data.items() if value is None)
-        if nulls:
-            raise SourceConfigError(f"{key}.{nulls[0]}: got null (an empty value); give a value or leave the key out.")
-        try:
-            return cls(**dict(data))
-        except SourceConfigError as err:
-            # Messages name fields as "source.<field>"; say where in the config file the source sits.
-            message = str(err)
-            if message.startswith("source"):
-                message = key + message[len("source"):]
-            else:
-                message = f"{key}: {message}"
-            raise SourceConfigError(message) from None
+        if isinstance(data, Mapping):
+            nulls = sorted(f.name for f in fields(cls) if f.name in data and data[f.name] is None)
+            if nulls:
+                raise SourceConfigError(f"{key}.{nulls[0]}: got null (an empty value); give a value or leave the key out")
+        return build_from_dict(cls, data, key)
 
     @property
     def kind(self) -> str:
@@ -160,7 +132,11 @@ class DatasetSource:
 
 
 def source_schema() -> dict[str, Any]:
-    """JSON schema of a dataset ``source`` mapping in config.yaml (``DatasetSource`` checks the rest)."""
+    """JSON schema of a dataset ``source`` mapping in config.yaml (``DatasetSource`` checks the rest).
+
+    Written out rather than generated: it states what only ``__post_init__`` checks (one of path,
+    archive or url; the checksums' digits; an http URL). The ranges are the fields' own.
+    """
     return {
         "type": "object",
         "additionalProperties": False,
@@ -174,24 +150,27 @@ def source_schema() -> dict[str, Any]:
             "md5": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
             "subdir": {"type": "string", "minLength": 1, "description": "The dataset root inside the archive."},
             "filename": {"type": "string", "minLength": 1, "description": "Name to save a download under."},
-            "max_entries": {"type": "integer", "minimum": 1,
+            "max_entries": {"type": "integer", **_bounds("max_entries"),
                             "description": f"Most archive entries extracted (default {DEFAULT_MAX_ENTRIES})."},
-            "max_size_gb": {"type": "number", "exclusiveMinimum": 0,
+            "max_size_gb": {"type": "number", **_bounds("max_size_gb"),
                             "description": f"Most GB an archive declares (default {DEFAULT_MAX_SIZE_GB:g})."},
         },
         "oneOf": [{"required": ["path"]}, {"required": ["archive"]}, {"required": ["url"]}],
     }
 
 
-def _relative_folder(value: object, key: str) -> str:
+def _bounds(name: str) -> dict[str, float]:
+    """The range a `DatasetSource` field declares."""
+    return dict(next(f for f in fields(DatasetSource) if f.name == name).metadata["bounds"])
+
+
+def _relative_folder(value: str, key: str) -> str:
     """A relative folder path without ``..``, as ``a/b``."""
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise SourceConfigError(f"{key}: expected a folder name inside the archive, got {value!r}.")
-    text = os.fspath(value).replace("\\", "/")
+    text = value.replace("\\", "/")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if text.startswith("/") or ".." in parts or not parts:
         raise SourceConfigError(
-            f"{key}: expected a relative folder inside the archive (no leading '/', no '..'), got {value!r}."
+            f"{key}: expected a relative folder inside the archive (no leading '/', no '..'), got {value!r}"
         )
     return "/".join(parts)
 
