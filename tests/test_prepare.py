@@ -36,7 +36,13 @@ GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
     ({"reader": "market1501"}, "datasets.d: give either `generate:` (synthetic) or `source:`"),
     ({"reader": "synthetic", "generate": GENERATE, "source": {"path": "m"}}, "not both"),
     ({"reader": "market1501", "source": {"path": "m"}, "verify_images": "no"},
-     "datasets.d.verify_images: expected true or false, got 'no'"),
+     "datasets.d.verify_images: expected bool, got 'no'"),
+    ({"reader": "market1501", "source": None},
+     "datasets.d.source: expected a mapping with one of path, archive or url, got None"),
+    ({"reader": "market1501", "source": {"path": "m", "subdir": None}},
+     "datasets.d.source.subdir: got null (an empty value); give a value or leave the key out"),
+    ({"reader": "synthetic", "generate": None}, "datasets.d.generate: expected a mapping of settings, got null"),
+    ({"source": {"path": "m"}}, "datasets.d: missing required key 'reader'"),
     ({"reader": "synthetic", "generate": {**GENERATE, "num_train_idz": 3}},
      "datasets.d.generate: unknown key(s) num_train_idz; allowed: background_clutter, "),
     ({"reader": "synthetic", "generate": {**GENERATE, "num_train_ids": 0}},
@@ -124,9 +130,9 @@ def test_defaults_written_out_give_the_same_mapping(implicit, explicit):
 
 
 def test_an_entry_built_in_code_needs_exactly_one_of_generate_and_source():
-    with pytest.raises(ValueError, match="dataset d: needs exactly one of generate and source"):
+    with pytest.raises(ConfigError, match=r"^give either `generate:` \(synthetic\) or `source:`"):
         DatasetConfig("d", "market1501")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ConfigError, match="not both"):
         DatasetConfig("d", "synthetic", generate=SyntheticSpec(**GENERATE), source=DatasetSource(path=Path("s")))
 
 

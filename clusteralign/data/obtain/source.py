@@ -96,11 +96,12 @@ class DatasetSource(_Typed):
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], key: str = "source") -> DatasetSource:
         """Build a source from a config mapping; errors name ``key`` and the offending entry."""
+        if not isinstance(data, Mapping):  # null too: a source has no defaults
+            raise SourceConfigError(f"{key}: expected a mapping with one of path, archive or url, got {data!r}")
         # In code None means "not given"; in a config file an empty value is a mistake (the schema says so too).
-        if isinstance(data, Mapping):
-            nulls = sorted(f.name for f in fields(cls) if f.name in data and data[f.name] is None)
-            if nulls:
-                raise SourceConfigError(f"{key}.{nulls[0]}: got null (an empty value); give a value or leave the key out")
+        nulls = sorted(f.name for f in fields(cls) if f.name in data and data[f.name] is None)
+        if nulls:
+            raise SourceConfigError(f"{key}.{nulls[0]}: got null (an empty value); give a value or leave the key out")
         return build_from_dict(cls, data, key)
 
     @property
