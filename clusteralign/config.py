@@ -562,7 +562,7 @@ def from_dict(cls: type, data: Any, key: str = "config", *, given: Mapping[str, 
 
 
 def _under(key: str, message: str, fields: Mapping[str, Any]) -> str:
-    """`message` of a check inside section `key`: ``key.field: ...`` when it starts by naming a field, else ``key: ...``."""
+    """A section's check `message` under its key: ``key.field: ...`` when it names a field first, else ``key: ...``."""
     named = re.match(r"([A-Za-z_][A-Za-z0-9_]*)[.:\[]", message)
     return f"{key}.{message}" if named and named.group(1) in fields else f"{key}: {message}"
 

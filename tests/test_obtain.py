@@ -100,7 +100,8 @@ def test_source_from_mapping_names_the_config_key() -> None:
     key = "datasets.market1501.source"
     source = DatasetSource.from_mapping({"archive": "data/m.zip", "md5": "0" * 32, "subdir": MARKET_DIR}, key)
     assert source == DatasetSource(archive=Path("data/m.zip"), md5="0" * 32, subdir=MARKET_DIR)
-    with pytest.raises(SourceConfigError, match=rf"^{re.escape(key)}: unknown key\(s\) sha1; allowed: allow_download, archive"):
+    with pytest.raises(SourceConfigError,
+                       match=rf"^{re.escape(key)}: unknown key\(s\) sha1; allowed: allow_download, archive"):
         DatasetSource.from_mapping({"archive": "m.zip", "sha1": "x"}, key)
     with pytest.raises(SourceConfigError, match=rf"^{re.escape(key)}\.sha256: expected 64"):
         DatasetSource.from_mapping({"archive": "m.zip", "sha256": "x"}, key)
