@@ -11,12 +11,16 @@ once, on the fields (`bounded`), and the generated JSON schema states them too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
 
 
 class ConfigError(ValueError):
@@ -54,6 +58,9 @@ def _within(value: float, bounds: dict[str, float]) -> bool:
 class _Checked:
     """Checks every `bounded` field of a config dataclass when it is built."""
 
+    # What its bad values raise, here and in `from_dict`: a subclass of ConfigError names the domain.
+    _error: ClassVar[type[ConfigError]] = ConfigError
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             bounds = f.metadata.get("bounds")
@@ -62,9 +69,29 @@ class _Checked:
                 continue
             if isinstance(value, tuple):
                 if not all(_within(v, bounds) for v in value):
-                    raise ConfigError(f"{f.name}: each item must be {_range_text(bounds)}, got {list(value)}")
+                    raise self._error(f"{f.name}: each item must be {_range_text(bounds)}, got {list(value)}")
             elif not _within(value, bounds):
-                raise ConfigError(f"{f.name}: must be {_range_text(bounds)}, got {value!r}")
+                raise self._error(f"{f.name}: must be {_range_text(bounds)}, got {value!r}")
+
+
+class _Typed(_Checked):
+    """A `_Checked` dataclass whose field types are checked also when it is built in code.
+
+    For the settings that code builds as often as a config file does (a synthetic spec, a dataset
+    source): each value goes through `from_dict`'s conversion, so a test or a script gets the same
+    one-line error as a config file, and the same stored values (an int for a float field becomes
+    a float, text for a path field a Path).
+    """
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            try:
+                value = _convert(getattr(self, f.name), hints[f.name], f.name)
+            except ConfigError as err:
+                raise (err if isinstance(err, self._error) else self._error(str(err))) from None
+            object.__setattr__(self, f.name, value)
+        super().__post_init__()
 
 
 # --------------------------------------------------------------------------- sections
@@ -453,8 +480,18 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------- building
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """The field types of a config dataclass, its annotations evaluated once."""
+    return typing.get_type_hints(cls)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if tp is Path:
+        return "path"
+    if origin is dict:
+        return "mapping"
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -474,6 +511,8 @@ FLOAT_TEXT = r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # built in code already, and checked then
+            return value
         if value is None:
             raise ConfigError(null_section(key))
         return from_dict(tp, value, key)
@@ -488,6 +527,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         for arg in args:
             if arg is type(None):
                 continue
+            if dataclasses.is_dataclass(arg):  # its own message names the key inside it
+                return _convert(value, arg, key)
             try:
                 return _convert(value, arg, key)
             except ConfigError:
@@ -498,6 +539,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item_tp, *_rest) = typing.get_args(tp)
         return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+            return Path(value)
+        raise ConfigError(f"{key}: expected a file or folder path, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -524,29 +573,41 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def from_dict(cls: type, data: Any, key: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping, naming the dotted key of any bad value."""
+def from_dict(cls: type, data: Any, key: str = "config", *, given: Mapping[str, Any] | None = None) -> Any:
+    """Build dataclass `cls` from a mapping, naming the dotted key of any bad value.
+
+    `given`: fields the caller sets (an entry's name, say), which the mapping may not. Errors are
+    of `cls`'s own ConfigError subclass when it declares one (`_Checked._error`).
+    """
+    error = getattr(cls, "_error", ConfigError)
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(data, Mapping):
+        raise error(f"{key}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in (given or {})}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
+        raise error(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+    kwargs = dict(given or {})
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{key}.{name}")
+            try:
+                kwargs[name] = _convert(data[name], hints[name], f"{key}.{name}")
+            except ConfigError as err:
+                raise (err if isinstance(err, error) else error(str(err))) from None
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{key}: missing required key {name!r}")
+            raise error(f"{key}: missing required key {name!r}")
     try:
         return cls(**kwargs)
     except ConfigError as err:  # a cross-field check in __post_init__
-        raise ConfigError(f"{key}.{err}") from None
+        raise (type(err) if isinstance(err, error) else error)(_under(key, str(err), fields)) from None
+
+
+def _under(key: str, message: str, fields: Mapping[str, Any]) -> str:
+    """A section's check `message` under its key: ``key.field: ...`` when it names a field first, else ``key: ...``."""
+    named = re.match(r"([A-Za-z_][A-Za-z0-9_]*)[.:\[]", message)
+    return f"{key}.{message}" if named and named.group(1) in fields else f"{key}: {message}"
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:

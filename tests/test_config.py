@@ -1,4 +1,6 @@
 import dataclasses
+from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 import yaml
@@ -8,6 +10,9 @@ from clusteralign.config import (
     LossConfig,
     ModelConfig,
     StageConfig,
+    _Checked,
+    _Typed,
+    bounded,
     build_experiment,
     build_experiments,
     from_dict,
@@ -240,3 +245,71 @@ def test_an_empty_section_is_refused_like_the_schema_does(raw, key):
     build_experiment("e", {"dataset": "d", "model": "r18", **empty}, MODELS)
     with pytest.raises(ConfigError, match=r"^models.r18: expected a mapping of settings, got null"):
         build_experiment("e", {"dataset": "d", "model": "r18"}, {"r18": None})
+
+
+class PlaceError(ConfigError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Place(_Typed):
+    """A typed section that code builds too, with an error class of its own."""
+
+    _error = PlaceError
+    where: Path
+    size: Optional[int] = bounded(None, minimum=1)
+    ratio: float = bounded(0.5, minimum=0, maximum=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.where.is_absolute():
+            raise PlaceError(f"where: must be a relative path, got {str(self.where)!r}")
+        if self.size is not None and self.ratio == 0:
+            raise PlaceError("a place with a size needs a ratio above 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry(_Checked):
+    name: str
+    place: Optional[Place] = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def test_a_typed_section_built_in_code_is_checked_and_converted_as_from_dict_does():
+    place = Place(where="data/x", ratio=1)
+    assert place.where == Path("data/x") and place.ratio == 1.0 and isinstance(place.ratio, float)
+    assert Place(where=Path("y"), ratio="1e-1").ratio == 0.1
+    assert from_dict(Place, {"where": "data/x", "ratio": 1}) == place
+    for kwargs, message in [
+        ({"where": ""}, "where: expected a file or folder path, got ''"),
+        ({"where": 3}, "where: expected a file or folder path, got 3"),
+        ({"where": "x", "size": True}, "size: expected int | null, got True"),
+        ({"where": "x", "size": 0}, "size: must be at least 1, got 0"),
+        ({"where": "x", "ratio": "half"}, "ratio: expected float, got 'half'"),
+        ({"where": "/x"}, "where: must be a relative path, got '/x'"),
+    ]:
+        with pytest.raises(PlaceError) as err:
+            Place(**kwargs)
+        assert str(err.value) == message
+
+
+def test_from_dict_names_the_key_inside_an_optional_section_and_keeps_its_error_class():
+    entry = from_dict(Entry, {"place": {"where": "x", "size": 2}, "options": {"k": 1}}, "things.a", given={"name": "a"})
+    assert entry == Entry("a", Place(Path("x"), 2), {"k": 1})
+    assert from_dict(Entry, {}, "things.a", given={"name": "a"}) == Entry("a")
+    for raw, error, message in [
+        ({"place": {"where": "x", "size": "big"}}, PlaceError, "things.a.place.size: expected int | null, got 'big'"),
+        ({"place": {"wher": "x"}}, PlaceError, "things.a.place: unknown key(s) wher; allowed: ratio, size, where"),
+        ({"place": {}}, PlaceError, "things.a.place: missing required key 'where'"),
+        ({"place": ["x"]}, PlaceError, "things.a.place: expected a mapping, got ['x']"),
+        ({"place": {"where": "/x"}}, PlaceError, "things.a.place.where: must be a relative path, got '/x'"),
+        # A check of the section as a whole names the section, not a key in it.
+        ({"place": {"where": "x", "size": 1, "ratio": 0}}, PlaceError,
+         "things.a.place: a place with a size needs a ratio above 0"),
+        ({"options": [1]}, ConfigError, "things.a.options: expected a mapping, got [1]"),
+        # A field the caller gives is not a key of the mapping.
+        ({"name": "b"}, ConfigError, "things.a: unknown key(s) name; allowed: options, place"),
+    ]:
+        with pytest.raises(error) as err:
+            from_dict(Entry, raw, "things.a", given={"name": "a"})
+        assert str(err.value) == message

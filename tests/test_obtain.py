@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clusteralign.data import obtain
+from clusteralign.data.obtain import checksum, download, extracted
 from clusteralign.data.errors import (
     ArchiveError,
     ArchiveLimitError,
@@ -71,19 +72,25 @@ def test_source_needs_exactly_one_origin() -> None:
         DatasetSource()
     with pytest.raises(SourceConfigError, match="got path and url"):
         DatasetSource(path="data/x", url="https://example.org/x.zip")
-    with pytest.raises(SourceConfigError, match="source.url: expected an http"):
+    with pytest.raises(SourceConfigError, match="^url: expected an http"):
         DatasetSource(url="ftp://example.org/x.zip")
-    with pytest.raises(SourceConfigError, match="source.sha256: expected 64 hexadecimal digits, got 'abc'"):
+    with pytest.raises(SourceConfigError, match="^sha256: expected 64 hexadecimal digits, got 'abc'"):
         DatasetSource(archive="x.zip", sha256="abc")
-    with pytest.raises(SourceConfigError, match="source.md5: expected 32"):
+    with pytest.raises(SourceConfigError, match="^md5: expected 32"):
         DatasetSource(archive="x.zip", md5="z" * 32)
     with pytest.raises(SourceConfigError, match="not a folder"):
         DatasetSource(path="data/x", md5="0" * 32)
     for bad in ("../up", "/abs", "a/../..", ""):
-        with pytest.raises(SourceConfigError, match="source.subdir"):
+        with pytest.raises(SourceConfigError, match="^subdir: expected a relative folder"):
             DatasetSource(archive="x.zip", subdir=bad)
-    with pytest.raises(SourceConfigError, match="source.filename: expected a plain file name"):
+    with pytest.raises(SourceConfigError, match="^filename: expected a plain file name"):
         DatasetSource(url="https://example.org/get", filename="../x.zip")
+    with pytest.raises(SourceConfigError, match="^filename: expected a plain file name, got ''"):
+        DatasetSource(url="https://example.org/get", filename="")
+    with pytest.raises(SourceConfigError, match="^path: expected path \\| null, got ''"):
+        DatasetSource(path="")
+    with pytest.raises(SourceConfigError, match="^allow_download: expected bool, got 'yes'"):
+        DatasetSource(url="https://example.org/x.zip", allow_download="yes")
     source = DatasetSource(archive="data/x.zip", sha256="AB" * 32, subdir="./Market/")
     assert source.archive == Path("data/x.zip") and source.sha256 == "ab" * 32 and source.subdir == "Market"
     assert source.kind == "archive"
@@ -93,13 +100,14 @@ def test_source_from_mapping_names_the_config_key() -> None:
     key = "datasets.market1501.source"
     source = DatasetSource.from_mapping({"archive": "data/m.zip", "md5": "0" * 32, "subdir": MARKET_DIR}, key)
     assert source == DatasetSource(archive=Path("data/m.zip"), md5="0" * 32, subdir=MARKET_DIR)
-    with pytest.raises(SourceConfigError, match=rf"^{re.escape(key)}: unknown key\(s\) sha1; allowed: path, archive"):
+    with pytest.raises(SourceConfigError,
+                       match=rf"^{re.escape(key)}: unknown key\(s\) sha1; allowed: allow_download, archive"):
         DatasetSource.from_mapping({"archive": "m.zip", "sha1": "x"}, key)
     with pytest.raises(SourceConfigError, match=rf"^{re.escape(key)}\.sha256: expected 64"):
         DatasetSource.from_mapping({"archive": "m.zip", "sha256": "x"}, key)
     with pytest.raises(SourceConfigError, match=rf"^{re.escape(key)}: a dataset source needs exactly one"):
         DatasetSource.from_mapping({"subdir": "x"}, key)
-    with pytest.raises(SourceConfigError, match="allow_download: expected true or false"):
+    with pytest.raises(SourceConfigError, match=rf"^{re.escape(key)}\.allow_download: expected bool, got .yes.$"):
         DatasetSource.from_mapping({"url": "https://example.org/m.zip", "allow_download": "yes"}, key)
 
 
@@ -187,8 +195,8 @@ def test_second_call_does_no_work(tmp_path: Path, market_zip, monkeypatch: pytes
     def must_not_run(*args, **kwargs):
         raise AssertionError("the archive was read again although the marker records it")
 
-    monkeypatch.setattr(obtain, "safe_extract", must_not_run)
-    monkeypatch.setattr(obtain, "file_digests", must_not_run)
+    monkeypatch.setattr(extracted, "safe_extract", must_not_run)
+    monkeypatch.setattr(checksum, "file_digests", must_not_run)
     assert obtain_dataset(with_sum, dest) == root
     assert obtain_dataset(without_sum, dest) == root
     # Deleting the archive after extraction (to save space) keeps the extraction usable.
@@ -223,7 +231,7 @@ def test_concurrent_callers_extract_once(tmp_path: Path, market_zip, monkeypatch
         threading.Event().wait(0.5)
         return real_extract(*args, **kwargs)
 
-    monkeypatch.setattr(obtain, "safe_extract", slow_extract)
+    monkeypatch.setattr(extracted, "safe_extract", slow_extract)
     roots: list[Path] = []
     first = threading.Thread(target=lambda: roots.append(obtain_dataset(source, dest)))
     first.start()
@@ -457,12 +465,12 @@ def test_the_default_limits_leave_room_for_msmt17(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("raw, needle", [
-    ({"archive": "m.zip", "max_entries": 0}, "src.max_entries: expected a whole number of at least 1, got 0."),
-    ({"archive": "m.zip", "max_entries": True}, "src.max_entries: expected a whole number"),
-    ({"archive": "m.zip", "max_entries": 1.5}, "src.max_entries: expected a whole number"),
-    ({"archive": "m.zip", "max_size_gb": 0}, "src.max_size_gb: expected a finite number above 0, got 0."),
-    ({"archive": "m.zip", "max_size_gb": float("inf")}, "src.max_size_gb: expected a finite number above 0"),
-    ({"archive": "m.zip", "max_size_gb": "big"}, "src.max_size_gb: expected a finite number above 0"),
+    ({"archive": "m.zip", "max_entries": 0}, "src.max_entries: must be at least 1, got 0"),
+    ({"archive": "m.zip", "max_entries": True}, "src.max_entries: expected int | null, got True"),
+    ({"archive": "m.zip", "max_entries": 1.5}, "src.max_entries: expected int | null, got 1.5"),
+    ({"archive": "m.zip", "max_size_gb": 0}, "src.max_size_gb: must be greater than 0, got 0.0"),
+    ({"archive": "m.zip", "max_size_gb": float("inf")}, "src.max_size_gb: expected float | null, got inf"),
+    ({"archive": "m.zip", "max_size_gb": "big"}, "src.max_size_gb: expected float | null, got 'big'"),
     ({"path": "data/m", "max_entries": 10}, "src.max_entries: limits an archive's extraction"),
     ({"archive": "m.zip", "subdir": None}, "src.subdir: got null (an empty value)"),
 ])
@@ -591,14 +599,14 @@ def test_concurrent_downloads_of_one_url_fetch_it_once(tmp_path: Path, http_serv
     http_server.files["/m.zip"] = archive.read_bytes()
     target = tmp_path / "data" / "m.zip"
     fetching = threading.Event()
-    real_fetch = obtain._fetch
+    real_fetch = download._fetch
 
     def slow_fetch(*args, **kwargs):
         fetching.set()
         threading.Event().wait(0.5)  # long enough for the second caller to reach the lock
         return real_fetch(*args, **kwargs)
 
-    monkeypatch.setattr(obtain, "_fetch", slow_fetch)
+    monkeypatch.setattr(download, "_fetch", slow_fetch)
     digests: list[dict[str, str]] = []
     first = threading.Thread(target=lambda: digests.append(
         obtain.download_file(url_of(http_server, "/m.zip"), target, sha256=sha256_of(archive), progress=False)))

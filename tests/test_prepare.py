@@ -36,10 +36,21 @@ GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
     ({"reader": "market1501"}, "datasets.d: give either `generate:` (synthetic) or `source:`"),
     ({"reader": "synthetic", "generate": GENERATE, "source": {"path": "m"}}, "not both"),
     ({"reader": "market1501", "source": {"path": "m"}, "verify_images": "no"},
-     "datasets.d.verify_images: expected true or false, got 'no'"),
+     "datasets.d.verify_images: expected bool, got 'no'"),
+    ({"reader": "market1501", "source": None},
+     "datasets.d.source: expected a mapping with one of path, archive or url, got None"),
+    ({"reader": "market1501", "source": {"path": "m", "subdir": None}},
+     "datasets.d.source.subdir: got null (an empty value); give a value or leave the key out"),
+    ({"reader": "synthetic", "generate": None}, "datasets.d.generate: expected a mapping of settings, got null"),
+    ({"source": {"path": "m"}}, "datasets.d: missing required key 'reader'"),
     ({"reader": "synthetic", "generate": {**GENERATE, "num_train_idz": 3}},
-     "datasets.d.generate: Unknown synthetic dataset setting(s) 'num_train_idz'"),
-    ({"reader": "synthetic", "generate": {**GENERATE, "num_train_ids": 0}}, "datasets.d.generate: "),
+     "datasets.d.generate: unknown key(s) num_train_idz; allowed: background_clutter, "),
+    ({"reader": "synthetic", "generate": {**GENERATE, "num_train_ids": 0}},
+     "datasets.d.generate.num_train_ids: must be in [1, 9998], got 0"),
+    ({"reader": "synthetic", "generate": {**GENERATE, "camera_cast": "strong"}},
+     "datasets.d.generate.camera_cast: expected float, got 'strong'"),
+    ({"reader": "synthetic", "generate": {**GENERATE, "num_cameras": 2, "max_cameras_per_id": 3}},
+     "datasets.d.generate.max_cameras_per_id: must not exceed num_cameras (2), as an identity appears"),
     ({"reader": "synthetic", "generate": ["seed"]}, "datasets.d.generate: expected a mapping"),
     ({"reader": "cuhk03_raw_labeled", "source": {"path": "c"}, "reader_options": {"protocol_dir": 3}},
      "datasets.d.reader_options.protocol_dir: expected a file or folder path, got 3"),
@@ -119,9 +130,9 @@ def test_defaults_written_out_give_the_same_mapping(implicit, explicit):
 
 
 def test_an_entry_built_in_code_needs_exactly_one_of_generate_and_source():
-    with pytest.raises(ValueError, match="dataset d: needs exactly one of generate and source"):
+    with pytest.raises(ConfigError, match=r"^give either `generate:` \(synthetic\) or `source:`"):
         DatasetConfig("d", "market1501")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ConfigError, match="not both"):
         DatasetConfig("d", "synthetic", generate=SyntheticSpec(**GENERATE), source=DatasetSource(path=Path("s")))
 
 

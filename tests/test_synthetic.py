@@ -10,10 +10,12 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+import PIL
 import pytest
-from PIL import Image
+from PIL import Image, features
 
-from clusteralign.data import synthetic
+from clusteralign.data.synthetic import planning, record, writer
 from clusteralign.data.synthetic import (
     GALLERY_DIR,
     QUERY_DIR,
@@ -108,7 +110,7 @@ def test_counts_match_spec(tiny: tuple[Path, SyntheticSpec, dict[str, int]]) -> 
 
 @pytest.mark.parametrize("target", [40, 56])  # the tiny spec draws 49 training images
 def test_num_train_images_fixes_the_training_set_size(tmp_path: Path, target: int) -> None:
-    drawn = synthetic._plan(SyntheticSpec.tiny())
+    drawn = planning.plan(SyntheticSpec.tiny())
     spec = dataclasses.replace(SyntheticSpec.tiny(), num_train_images=target)
     counts = generate_synthetic(tmp_path / "fixed", spec)
     records = _records(tmp_path / "fixed")
@@ -129,7 +131,7 @@ def test_unset_num_train_images_keeps_older_markers_and_unreachable_one_is_refus
     fixed = dataclasses.replace(spec, num_train_images=40)
     assert SyntheticSpec.from_dict(fixed.to_dict()) == fixed
     with pytest.raises(SyntheticSpecError, match=r"num_train_images \(500\) cannot be reached"):
-        synthetic._plan(dataclasses.replace(spec, num_train_images=500))
+        planning.plan(dataclasses.replace(spec, num_train_images=500))
 
 
 def test_splits_follow_market_conventions(
@@ -155,6 +157,38 @@ def test_splits_follow_market_conventions(
     # Every query has a true match in another camera, so no query is skipped by evaluation.
     for pid, camid in query:
         assert any(g_pid == pid and g_cam != camid for g_pid, g_cam in gallery), (pid, camid)
+
+
+# What SyntheticSpec.tiny() writes, pinned: a change to the generator that alters any file name or
+# byte fails here (then bump GENERATOR_VERSION, so folders made before count as another dataset, and
+# record the new digests). The names depend on numpy's random streams only; the bytes also on the
+# drawing and the JPEG encoder, so their digest is kept per numpy, Pillow and libjpeg-turbo version.
+TINY_NAMES_SHA256 = "21ee5039a49f084aa1103e1b5f3b0d268dffcb611a53d2db0a2d19ed3c8ebe75"
+TINY_FILES_SHA256 = {
+    ("2.4.6", "13.0.0", "3.2.0"): "4dbe7b636027695d975f6a26535c3a3f7bbf14ce3244db3e5eeec5d24d80495b",
+}
+
+
+def _digests(root: Path) -> tuple[str, str]:
+    """sha256 of every file's relative name, and of every name with its bytes, in sorted order."""
+    names, files = hashlib.sha256(), hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix().encode() + b"\0"
+        names.update(name)
+        files.update(name + hashlib.sha256(path.read_bytes()).digest())
+    return names.hexdigest(), files.hexdigest()
+
+
+def test_tiny_spec_writes_the_pinned_files(tiny: tuple[Path, SyntheticSpec, dict[str, int]]) -> None:
+    root, _, _ = tiny
+    names, files = _digests(root)
+    if int(np.__version__.split(".")[0]) < 2:
+        pytest.skip(f"the names were pinned with numpy 2's random streams; this is numpy {np.__version__}")
+    assert names == TINY_NAMES_SHA256
+    versions = (np.__version__, PIL.__version__, features.version("libjpeg_turbo"))
+    if versions not in TINY_FILES_SHA256:
+        pytest.skip(f"no digest of the bytes recorded for numpy, Pillow, libjpeg-turbo {versions}")
+    assert files == TINY_FILES_SHA256[versions]
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(
@@ -216,7 +250,7 @@ def test_older_generator_version_counts_as_a_different_dataset(
 ) -> None:
     root = tmp_path / "data"
     generate_synthetic(root, SyntheticSpec.tiny())
-    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(record, "GENERATOR_VERSION", record.GENERATOR_VERSION + 1)
     with pytest.raises(SyntheticRootError, match="generator version"):
         generate_synthetic(root, SyntheticSpec.tiny())
 
@@ -259,7 +293,7 @@ def test_unreadable_record_is_an_error(tmp_path: Path) -> None:
 
 
 def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synthetic._render_image
+    real = writer.render_image
     calls = []
 
     def failing(*args: object, **kwargs: object) -> bytes:
@@ -268,7 +302,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_render_image", failing)
+    monkeypatch.setattr(writer, "render_image", failing)
     with pytest.raises(OSError, match="disk full"):
         generate_synthetic(tmp_path / "data", SyntheticSpec.tiny())
     assert list(tmp_path.iterdir()) == []
@@ -307,6 +341,22 @@ def test_invalid_spec_names_the_field(changes: dict[str, object], field: str) ->
     values = {**SyntheticSpec.tiny().to_dict(), **changes}
     with pytest.raises(SyntheticSpecError, match=field):
         SyntheticSpec(**values)
+
+
+def test_spec_errors_name_the_setting_and_its_range_in_code_and_in_a_config() -> None:
+    with pytest.raises(SyntheticSpecError) as err:
+        SyntheticSpec(num_cameras=10)
+    assert str(err.value) == "num_cameras: must be in [2, 9], got 10"
+    with pytest.raises(SyntheticSpecError) as err:
+        SyntheticSpec.from_dict({"num_cameras": 10}, "datasets.s.generate")
+    assert str(err.value) == "datasets.s.generate.num_cameras: must be in [2, 9], got 10"
+    with pytest.raises(SyntheticSpecError) as err:
+        SyntheticSpec.from_dict({"min_cameras_per_id": 4, "max_cameras_per_id": 3}, "datasets.s.generate")
+    assert str(err.value) == "datasets.s.generate.min_cameras_per_id: must not exceed max_cameras_per_id (3), got 4"
+    # Stored as a config file's values would be: floats as floats, so the recorded spec compares equal.
+    spec = SyntheticSpec(camera_cast=0, max_blur=1)
+    assert isinstance(spec.camera_cast, float) and spec.to_dict()["max_blur"] == 1.0
+    assert SyntheticSpec.from_dict({"camera_cast": 0, "max_blur": 1}) == spec
 
 
 def test_spec_round_trips_and_rejects_unknown_keys() -> None:

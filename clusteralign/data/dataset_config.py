@@ -7,85 +7,54 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from ..config import ConfigError, from_dict, null_section
+from ..config import ConfigError, _Checked, from_dict, null_section
 from .obtain import DatasetSource
 from .readers import INPUT_OPTIONS, OPTION_TYPES, READERS
-from .synthetic import SyntheticSpec, SyntheticSpecError
-
-_KEYS = ("reader", "generate", "source", "reader_options", "verify_images", "drop_bad")
+from .synthetic import SyntheticSpec
 
 
 @dataclass(frozen=True)
-class DatasetConfig:
+class DatasetConfig(_Checked):
     """One dataset: its reader, and either a synthetic spec to render or a source to obtain."""
 
     name: str
     reader: str
-    generate: SyntheticSpec | None = None
-    source: DatasetSource | None = None
+    generate: Optional[SyntheticSpec] = None
+    source: Optional[DatasetSource] = None
     # Keyword arguments of the reader beyond the dataset's own keys (e.g. MSMT17's combine_val).
-    reader_options: Mapping[str, Any] = field(default_factory=dict)
+    reader_options: dict[str, Any] = field(default_factory=dict)
     verify_images: bool = False
     drop_bad: bool = False
 
     def __post_init__(self) -> None:
-        # Also for an entry built in code, not by from_mapping: the steps rely on exactly one.
-        if (self.generate is None) == (self.source is None):
-            raise ValueError(f"dataset {self.name}: needs exactly one of generate and source")
+        # Also for an entry built in code, not by from_mapping: the steps rely on them.
+        super().__post_init__()
+        if self.reader not in READERS:
+            raise ConfigError(f"reader: unknown reader {self.reader!r}; known: {', '.join(sorted(READERS))}")
+        if self.drop_bad and not self.verify_images:
+            raise ConfigError("drop_bad: needs `verify_images: true` (only verified images are found unreadable)")
+        if self.generate is not None and self.source is not None:
+            raise ConfigError("give `generate:` (a synthetic set) or `source:` (path, archive or url), not both")
+        if self.generate is None and self.source is None:
+            raise ConfigError("give either `generate:` (synthetic) or `source:` (path, archive or url)")
+        if self.generate is not None and self.reader != "synthetic":
+            raise ConfigError(f"`generate:` renders a synthetic set, read by reader synthetic, not {self.reader!r}")
+        _check_reader_options(self.reader, self.reader_options, generated=self.generate is not None)
 
     @classmethod
     def from_mapping(cls, name: str, cfg: Any) -> DatasetConfig:
         """Check `datasets.<name>` of a workflow config; errors name the key and what was expected."""
         key = f"datasets.{name}"
-        if not isinstance(cfg, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {cfg!r}")
-        unknown = sorted(set(cfg) - set(_KEYS))
-        if unknown:
-            raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
-        reader = cfg.get("reader")
-        if not isinstance(reader, str) or reader not in READERS:
-            raise ConfigError(f"{key}.reader: unknown reader {reader!r}; known: {', '.join(sorted(READERS))}")
-        flags = {}
-        for flag in ("verify_images", "drop_bad"):
-            value = cfg.get(flag, False)
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key}.{flag}: expected true or false, got {value!r}")
-            flags[flag] = value
-        if flags["drop_bad"] and not flags["verify_images"]:
-            raise ConfigError(
-                f"{key}.drop_bad: needs `verify_images: true` (only verified images are found unreadable)")
-
-        generate = source = None
-        if "generate" in cfg and "source" in cfg:
-            raise ConfigError(
-                f"{key}: give `generate:` (a synthetic set) or `source:` (path, archive or url), not both")
-        if "generate" in cfg:
-            if reader != "synthetic":
-                raise ConfigError(
-                    f"{key}: `generate:` renders a synthetic set, read by reader synthetic, not {reader!r}")
-            raw = cfg["generate"]
-            if raw is None:
-                raise ConfigError(null_section(f"{key}.generate"))
-            if not isinstance(raw, Mapping):
-                raise ConfigError(f"{key}.generate: expected a mapping of synthetic settings, got {raw!r}")
-            try:
-                generate = SyntheticSpec.from_dict(raw)
-            except (SyntheticSpecError, TypeError) as err:
-                raise ConfigError(f"{key}.generate: {err}") from None
-        elif "source" in cfg:
-            source = DatasetSource.from_mapping(cfg["source"], f"{key}.source")
-        else:
-            raise ConfigError(f"{key}: give either `generate:` (synthetic) or `source:` (path, archive or url)")
-
-        options = cfg.get("reader_options", {})
-        if options is None:
-            raise ConfigError(null_section(f"{key}.reader_options"))
-        if not isinstance(options, Mapping):
-            raise ConfigError(f"{key}.reader_options: expected a mapping, got {options!r}")
-        _check_reader_options(key, reader, options, generated=generate is not None)
-        return cls(name=name, reader=reader, generate=generate, source=source, reader_options=dict(options), **flags)
+        if isinstance(cfg, Mapping):
+            for section in ("generate", "reader_options"):
+                if section in cfg and cfg[section] is None:
+                    raise ConfigError(null_section(f"{key}.{section}"))
+            if "source" in cfg:
+                # Its own reading refuses a null value, which from_dict would take for "not given".
+                cfg = {**cfg, "source": DatasetSource.from_mapping(cfg["source"], f"{key}.source")}
+        return from_dict(cls, cfg, key, given={"name": name})
 
     def to_mapping(self) -> dict[str, Any]:
         """The entry with every default written out, as `from_mapping` reads it.
@@ -135,13 +104,13 @@ def _reader_options(reader: str, generated: bool) -> list[inspect.Parameter]:
     return [p for p in params if p.name not in _given_elsewhere(generated)]
 
 
-def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], generated: bool) -> None:
+def _check_reader_options(reader: str, options: Mapping[str, Any], generated: bool) -> None:
     params = _reader_options(reader, generated)
     accepted = [p.name for p in params]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"{key}.reader_options: unknown option(s) {', '.join(unknown)}; reader {reader} accepts "
+            f"reader_options: unknown option(s) {', '.join(unknown)}; reader {reader} accepts "
             f"{', '.join(accepted) or 'none'}"
             + ("; verify_images and drop_bad are keys of the dataset itself"
                if _given_elsewhere(generated) & set(unknown) else "")
@@ -149,10 +118,10 @@ def _check_reader_options(key: str, reader: str, options: Mapping[str, Any], gen
     for name in sorted(INPUT_OPTIONS & set(options)):
         value = options[name]
         if value is not None and not (isinstance(value, (str, os.PathLike)) and os.fspath(value)):
-            raise ConfigError(f"{key}.reader_options.{name}: expected a file or folder path, got {value!r}")
+            raise ConfigError(f"reader_options.{name}: expected a file or folder path, got {value!r}")
     if reader in OPTION_TYPES:
-        from_dict(OPTION_TYPES[reader], dict(options), f"{key}.reader_options")
+        from_dict(OPTION_TYPES[reader], dict(options), "reader_options")
     missing = [p.name for p in params if p.name not in options and p.default is inspect.Parameter.empty]
     if missing:
-        raise ConfigError(f"{key}.reader_options: reader {reader} needs {', '.join(missing)} here"
+        raise ConfigError(f"reader_options: reader {reader} needs {', '.join(missing)} here"
                           + (" (or a `generate:` section)" if reader == "synthetic" else ""))

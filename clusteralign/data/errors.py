@@ -6,6 +6,8 @@ at fault and says what was expected, so a user can fix the input without reading
 
 from __future__ import annotations
 
+from clusteralign.config import ConfigError
+
 # Offending items a message lists before it counts the rest.
 MAX_LISTED = 5
 
@@ -64,7 +66,7 @@ class UnknownDatasetError(DatasetError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class SourceConfigError(DatasetError):
+class SourceConfigError(DatasetError, ConfigError):
     """A dataset source (folder, archive or URL in the config) is specified wrongly."""
 
 

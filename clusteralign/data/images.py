@@ -139,7 +139,7 @@ def _forks(num_workers: int, items: int) -> bool:
     # Forked, as torch's DataLoader workers are on Linux. Spawned ones would import torch again
     # (seconds each) and the caller's main script, which a Snakemake script does not guard. The
     # workers run only PIL and NumPy, never the parent's thread pools or CUDA, whose locks make
-    # forking a threaded process unsafe (synthetic.py spawns: rendering pays for the imports).
+    # forking a threaded process unsafe (the synthetic writer spawns: rendering pays for the imports).
     return (num_workers > 1 and items > 1 and "fork" in multiprocessing.get_all_start_methods()
             and not multiprocessing.current_process().daemon)  # a daemon (a pool's worker) may not fork
 
