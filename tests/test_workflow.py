@@ -166,7 +166,7 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
         # names the workflow's own outputs use, and names no folder can have
         (lambda c: c["experiments"].update(report=c["experiments"].pop("tiny")),
          "experiments.report: the name is reserved, because the workflow writes results/report itself; choose "
-         "another (reserved: benchmarks, datasets, report, report.html, report.md)"),
+         "another (reserved: benchmarks, datasets, report, report.html, report.md, summary.csv)"),
         (lambda c: c["experiments"].update(Datasets=c["experiments"].pop("tiny")),
          "experiments.Datasets: the name is reserved, because the workflow writes results/datasets itself"),
         (lambda c: c["experiments"].update({"my run": c["experiments"].pop("tiny")}),
