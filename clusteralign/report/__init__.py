@@ -35,7 +35,8 @@ from .figures import (
     make_figures,
     retrieval_grid,
 )
-from .page import ReportInputError, reading_notes, write_report
+from .page import ReportInputError, write_report
+from .prose import reading_notes
 
 __all__ = [
     "CONTROL",
