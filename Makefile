@@ -13,7 +13,7 @@ FASTREID := fastreid==1.4.0
 PEERS_EXTRA = $(BIN)/python -c "import tomllib; \
   print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['peers'])"
 
-.PHONY: run test venv peers peer-wheels clean
+.PHONY: run test test-fast venv peers peer-wheels clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,10 @@ run: $(STAMP)
 # The peers are installed too, so that the peer benchmark's test runs rather than skips.
 test: $(STAMP) $(PEERS_STAMP)
 	CLUSTERALIGN_REQUIRE_PEERS=1 $(BIN)/python -m pytest
+
+# The inner loop: every test that neither trains nor runs Snakemake (about a minute on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) .wheels build *.egg-info clusteralign/eval/_rank.c clusteralign/eval/*.so

@@ -44,6 +44,7 @@ def test_train_throughput_prints_a_row_per_family():
     assert out.count("data-path ratio") == len(FAMILIES)
 
 
+@pytest.mark.slow
 def test_train_throughput_augments_several_batches_per_call_when_asked():
     out = run_benchmark("train_throughput.py", "--base-width", "8", "--height", "64", "--width", "32",
                         "--num-identities", "4", "--num-instances", "2", "--num-images", "64", "--num-classes", "16",
@@ -51,6 +52,7 @@ def test_train_throughput_augments_several_batches_per_call_when_asked():
     assert "augment_chunk 3" in out and "data-path ratio" in out, out
 
 
+@pytest.mark.slow
 def test_checkpoint_speed_prints_both_ways_of_writing(tmp_path):
     out = run_benchmark("checkpoint_speed.py", "--backbone", "resnet18", "--base-width", "8", "--num-classes", "16",
                         "--device", "cpu", "--repeats", "1", "--dir", str(tmp_path))
@@ -59,12 +61,14 @@ def test_checkpoint_speed_prints_both_ways_of_writing(tmp_path):
     assert not any(tmp_path.iterdir())  # the temporary folder is gone
 
 
+@pytest.mark.slow
 def test_eval_speed_compares_the_ranker_with_numpy():
     out = run_benchmark("eval_speed.py", "--num-query", "60", "--num-gallery", "400", "--num-distractors", "40",
                         "--num-ids", "30", "--dim", "32")
     assert re.search(r"speed-up \(c\)/\(b\): [\d.]+x", out), out
 
 
+@pytest.mark.slow
 def test_eval_scale_prints_time_and_peak_memory_of_each_variant():
     out = run_benchmark("eval_scale.py", "--num-query", "40", "--num-gallery", "300", "--num-ids", "25",
                         "--num-cams", "4", "--dim", "16", "--peer-memory-gb", "0.0005")
@@ -88,6 +92,7 @@ def test_eval_scale_prints_time_and_peak_memory_of_each_variant():
         assert peer[5:] == pytest.approx(ours[5:], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_extract_speed_prints_images_per_second():
     out = run_benchmark("extract_speed.py", "--base-width", "8", "--height", "64", "--width", "32",
                         "--num-images", "32", "--batch-size", "16", "--repeats", "1", "--device", "cpu")
@@ -112,6 +117,7 @@ def test_stage1_time_runs_the_stage_and_projects_the_configured_epochs(tmp_path)
     assert (tmp_path / "tiny/stage1/model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_decode_speed_prints_a_row_per_worker_count(tmp_path):
     out = run_benchmark("decode_speed.py", "--config", str(ROOT / "tests/config/tiny.yaml"), "--work-dir",
                         str(tmp_path), "--height", "32", "--width", "16", "--workers", "0", "2", "--repeats", "1")
@@ -121,6 +127,7 @@ def test_decode_speed_prints_a_row_per_worker_count(tmp_path):
     assert all(float(row.split()[2]) > 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_stage1_time_checks_its_overrides_like_the_config():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(ROOT / "tests/config/tiny.yaml"),
                            "--set", "num_instances=zero"], capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -163,6 +170,7 @@ def test_roofline_counts_the_bytes_each_operator_must_move(roofline):
     assert costs["zeros_like"].bytes == costs["zero_"].bytes == size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_roofline_records_a_step_of_every_family(roofline, family):
     args = argparse.Namespace(family=family, backbone="resnet18", base_width=8, height=64, width=32,
@@ -235,6 +243,7 @@ def test_benchmarks_refuse_bad_arguments_by_name(script, args, message, monkeypa
     assert exit_.value.code == 2 and message in err, err
 
 
+@pytest.mark.slow
 def test_stage1_time_refuses_a_config_that_is_not_a_mapping(tmp_path):
     (tmp_path / "list.yaml").write_text("- datasets\n- models\n")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(tmp_path / "list.yaml")],

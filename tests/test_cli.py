@@ -8,6 +8,7 @@ from clusteralign.cli import main
 from clusteralign.data.manifest import read_manifest
 
 
+@pytest.mark.slow
 def test_demo_writes_the_set_and_prints_the_metrics(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--bins", "4"]) == 0

@@ -15,6 +15,9 @@ import yaml
 from clusteralign.config import build_experiments, deep_merge
 from fixtures import make_cuhk03_raw, make_dukemtmc, make_market1501, zip_folder
 
+# Every test here trains a stage or runs Snakemake.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

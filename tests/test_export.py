@@ -47,6 +47,7 @@ def run_onnx(path, batch: np.ndarray) -> np.ndarray:
     return session.run(["features"], {"images": batch})[0]
 
 
+@pytest.mark.slow
 def test_onnx_matches_torch_on_the_synthetic_images(tiny_dataset, model_path, tmp_path, capsys):
     assert main(["export", "--model", str(model_path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
     assert "onnx graph of" in capsys.readouterr().out
@@ -78,6 +79,7 @@ def test_torchscript_matches_torch(tiny_dataset, model_path, tmp_path):
     torch.testing.assert_close(out, extractor(paths), rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_the_graph_follows_the_flip_setting(tiny_dataset, model_path, tmp_path):
     paths = synthetic_images(tiny_dataset[1])[:4]
     export_model(model_path, "onnx", tmp_path / "noflip.onnx", flip=False)
@@ -87,6 +89,7 @@ def test_the_graph_follows_the_flip_setting(tiny_dataset, model_path, tmp_path):
     assert not np.allclose(out, FeatureExtractor(model_path)(paths).numpy(), atol=TOLERANCE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mgn", "abd"])
 def test_multi_branch_families_export_too(family, tiny_dataset, tmp_path):
     # MGN's stripe pools are adaptive max pools, which ONNX lacks: the export rewrites them.

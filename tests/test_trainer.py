@@ -14,6 +14,9 @@ from clusteralign.models.file import ModelFile
 from clusteralign.train.anchors import AnchorSet
 from clusteralign.train.trainer import StageSpec, train_stage
 
+# Every test here trains a stage or runs Snakemake.
+pytestmark = pytest.mark.slow
+
 MODELS = {"tiny": {"backbone": "resnet18", "base_width": 8}}
 RAW = {
     "dataset": "synthetic",

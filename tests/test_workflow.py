@@ -1,11 +1,13 @@
-"""The real Snakemake workflow: lint, schema, bad config, one full tiny run, and what reruns."""
+"""The real Snakemake workflow: bad configs, one full tiny run, and what reruns (slow: every test runs Snakemake).
+
+The workflow's static checks (lint, schema, imports, the README's commands) are in test_workflow_static.py.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,8 @@ import yaml
 
 from clusteralign.data.obtain import MARKER_NAME
 from clusteralign.report.figures import FIGURE_KEYS
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
@@ -49,47 +53,6 @@ def planned_jobs(workdir: Path) -> Counter:
 
 def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-def test_lint_and_format_are_clean():
-    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = subprocess.run([str(Path(sys.executable).parent / "snakefmt"), "--check", "."], cwd=ROOT,
-                         capture_output=True, text=True)
-    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
-
-
-def test_a_target_appended_to_the_readmes_commands_is_a_target():
-    # After --resources gpu=1 or --configfile FILE, Snakemake's parser read a target as one more
-    # resource (a 40-line traceback) or config file ("No such file").
-    from snakemake.cli import get_argument_parser
-
-    readme = (ROOT / "README.md").read_text()
-    command = re.compile(r"(?<![\w/.-])(?:\.venv/bin/)?snakemake( --?[^`#|\n\\]*)")
-    commands = [m.group(1).strip() for m in command.finditer(readme)]
-    assert len(commands) >= 8 and "--resources gpu=1 --cores all" in commands
-    target = "results/synthetic_resnet18/stage1/model.pt"
-    for command in commands:
-        args = get_argument_parser().parse_args([*shlex.split(command), target])
-        assert args.targets[-1:] == [target], command
-
-
-def test_planning_imports_no_torch():
-    # The Snakefile's imports run in every Snakemake start, each job's included: torch would
-    # add seconds to every one of them.
-    code = ("import sys, clusteralign.pipeline.workflow_config, clusteralign.config, clusteralign.data.dataset_config\n"
-            "import clusteralign.pipeline.config_files, clusteralign.pipeline.planning\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
-def test_committed_schema_is_generated_from_the_dataclasses():
-    from clusteralign.schema import render
-
-    assert (ROOT / "schemas/config.schema.yaml").read_text() == render(), (
-        "schemas/config.schema.yaml is stale: run `python -m clusteralign.schema > schemas/config.schema.yaml`"
-    )
 
 
 def test_default_config_dry_runs_before_any_data_exists(tmp_path):
