@@ -19,14 +19,14 @@ def test_lint_and_format_are_clean():
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
-def test_a_target_appended_to_the_readmes_commands_is_a_target():
+def test_a_target_appended_to_the_documented_commands_is_a_target():
     # After --resources gpu=1 or --configfile FILE, Snakemake's parser read a target as one more
     # resource (a 40-line traceback) or config file ("No such file").
     from snakemake.cli import get_argument_parser
 
-    readme = (ROOT / "README.md").read_text()
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     command = re.compile(r"(?<![\w/.-])(?:\.venv/bin/)?snakemake( --?[^`#|\n\\]*)")
-    commands = [m.group(1).strip() for m in command.finditer(readme)]
+    commands = [m.group(1).strip() for m in command.finditer(text)]
     assert len(commands) >= 8 and "--resources gpu=1 --cores all" in commands
     target = "results/synthetic_resnet18/stage1/model.pt"
     for command in commands:
