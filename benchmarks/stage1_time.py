@@ -1,6 +1,6 @@
 """Wall-clock of one experiment's stage 1, end to end: dataset preparation, decoding, training.
 
-Runs the same package calls as the workflow's `prepare_dataset` and `train_stage1` rules, without
+Runs the same package calls as the workflow's `prepare_dataset` rule and its `train` rule for stage 1, without
 Snakemake, and prints where the time went: preparing the images, then stage 1's training
 epochs and validation passes (from history.csv), and the rest (decoding, set-up, checkpoints).
 Example, the Market-size preset on a GPU:

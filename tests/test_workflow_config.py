@@ -113,7 +113,7 @@ def test_a_schema_error_is_one_line_naming_the_key():
 def test_the_folder_beside_each_experiment_is_found_from_the_rules_paths():
     paths = ["results/datasets/{dataset}/manifest.csv", "results/{experiment}/stage1/model.pt",
              "results/{experiment,[a-z]+}/{stage}/anchors.pt", "results/report.html", "results/report",
-             "logs/train_stage1/{experiment}.log", "results/benchmarks/train_stage1/{experiment}.tsv"]
+             "logs/train/{experiment}_rep{replicate}_{stage}.log", "results/benchmarks/train/{experiment}_rep{replicate}.tsv"]
     assert reserved_names(paths) == ("results", ["benchmarks", "datasets", "report", "report.html"])
     assert reserved_names(["a/{dataset}.csv"]) == ("", [])
     check_experiment_names(["tiny", "reports"], paths)
