@@ -9,25 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from .argtypes import non_negative_int, positive_int
 from .infer import commands
 
 log = logging.getLogger("clusteralign")
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer of at least 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def demo(out: Path, seed: int, bins: int) -> dict[str, float]:

@@ -7,37 +7,24 @@ import sys
 from pathlib import Path
 
 from ..data.errors import DatasetError
+from ..argtypes import non_negative_int, positive_int
 from ..io import UnreadableFileError
 
 # What a command reports as one line instead of a traceback: bad input, named.
 USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, UnreadableFileError, FileNotFoundError)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def _model_options(p: argparse.ArgumentParser, device: bool = True) -> None:
     p.add_argument("--model", type=Path, required=True, help="a model.pt the workflow trained")
-    p.add_argument("--input-size", type=_positive, nargs=2, metavar=("H", "W"),
+    p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="resize images to H x W instead of the size the model was trained at "
                         "(needed for model files that do not record it)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each image's features with its mirror's (default: as the model's experiment did)")
     if device:
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-        p.add_argument("--batch-size", type=_positive, default=64)
-        p.add_argument("--workers", type=_count, default=None,
+        p.add_argument("--batch-size", type=positive_int, default=64)
+        p.add_argument("--workers", type=non_negative_int, default=None,
                        help="processes that decode images (default: torch's thread count)")
 
 
@@ -56,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _model_options(p)
     p.add_argument("--query", type=Path, required=True, help="a folder of query images")
     p.add_argument("--gallery", type=Path, required=True, help="a folder of gallery images")
-    p.add_argument("--top", type=_positive, default=10, help="matches listed per query")
+    p.add_argument("--top", type=positive_int, default=10, help="matches listed per query")
     p.add_argument("--out", type=Path, required=True, help="a folder for matches.csv and matches.html")
-    p.add_argument("--html-queries", type=_count, default=50, help="queries the HTML page shows (0: all)")
+    p.add_argument("--html-queries", type=non_negative_int, default=50, help="queries the HTML page shows (0: all)")
 
     p = sub.add_parser("export", help="a trained model as an ONNX or TorchScript graph",
                        description="The graph takes normalised float32 images (N x 3 x H x W, any N) and returns "

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
 
 class SamplerConfigError(ValueError):
     """The labels cannot be batched with the requested P x K layout."""
@@ -22,7 +24,27 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-class PKSampler(Sampler[list[int]]):
+class _EpochSampler(Sampler[list[int]]):
+    """What both batch samplers share: their whole state is (seed, epoch), split over ranks."""
+
+    def __init__(self, what: str, seed: int, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise SamplerConfigError(f"{what} needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
+        if seed < 0:
+            raise SamplerConfigError(f"{what} seed must be a non-negative integer, got {seed}.")
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields."""
+        if epoch < 0:
+            raise ValueError(f"sampler epoch must be a non-negative integer, got {epoch}.")
+        self.epoch = int(epoch)
+
+
+class PKSampler(_EpochSampler):
     """Batch sampler yielding ``P * K`` dataset indices: K images of each of P distinct identities.
 
     The trainer indexes its in-memory image cache with each batch (``list(sampler)`` per
@@ -63,12 +85,7 @@ class PKSampler(Sampler[list[int]]):
                 f"PKSampler needs num_identities >= 1 and num_instances >= 1, got num_identities={num_identities}, "
                 f"num_instances={num_instances}."
             )
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise SamplerConfigError(
-                f"PKSampler needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}."
-            )
-        if seed < 0:
-            raise SamplerConfigError(f"PKSampler seed must be a non-negative integer, got {seed}.")
+        super().__init__("PKSampler", seed, rank, world_size)
         label_array = np.asarray([int(x) for x in labels], dtype=np.int64)
         if label_array.size == 0:
             raise SamplerConfigError("PKSampler got an empty label list; the training split has no images.")
@@ -81,10 +98,6 @@ class PKSampler(Sampler[list[int]]):
         self.pids: list[int] = [int(p) for p in pids]
         self.num_identities = num_identities
         self.num_instances = num_instances
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
         group = world_size * num_identities
         if len(self.pids) < group:
             raise SamplerConfigError(
@@ -92,12 +105,6 @@ class PKSampler(Sampler[list[int]]):
                 f"distinct identities, but the labels hold only {len(self.pids)}."
             )
         self._plan_cache: tuple[tuple[int, int], list[list[np.ndarray]]] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches the next iteration yields."""
-        if epoch < 0:
-            raise ValueError(f"PKSampler epoch must be a non-negative integer, got {epoch}.")
-        self.epoch = int(epoch)
 
     def _chunks(self, generator: torch.Generator, ident: int) -> list[np.ndarray]:
         idx = self._indices[ident]
@@ -148,7 +155,7 @@ class PKSampler(Sampler[list[int]]):
         )
 
 
-class RandomBatchSampler(Sampler[list[int]]):
+class RandomBatchSampler(_EpochSampler):
     """Batch sampler yielding plain shuffled batches of ``batch_size`` dataset indices.
 
     Each epoch is one seeded permutation of every training image cut into batches, the last
@@ -164,11 +171,7 @@ class RandomBatchSampler(Sampler[list[int]]):
                  world_size: int = 1) -> None:
         if batch_size < 1:
             raise SamplerConfigError(f"random batches need batch_size >= 1, got {batch_size}.")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise SamplerConfigError(f"random batches need 0 <= rank < world_size, got rank={rank}, "
-                                     f"world_size={world_size}.")
-        if seed < 0:
-            raise SamplerConfigError(f"random batches need a non-negative seed, got {seed}.")
+        super().__init__("RandomBatchSampler", seed, rank, world_size)
         group = world_size * batch_size
         if num_images < group:
             raise SamplerConfigError(
@@ -178,16 +181,6 @@ class RandomBatchSampler(Sampler[list[int]]):
             )
         self.num_images = num_images
         self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches the next iteration yields."""
-        if epoch < 0:
-            raise ValueError(f"sampler epoch must be a non-negative integer, got {epoch}.")
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         group = self.world_size * self.batch_size
