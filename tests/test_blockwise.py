@@ -210,9 +210,9 @@ def test_bad_inputs_are_named():
         evaluate_features(qf, gf, *labels, ranker="numpy")
     with pytest.raises(EvaluationInputError, match="k2 must be a positive integer"):
         evaluate_features(qf, gf, *labels, rerank=ReRankSettings(k2=0))
-    # Finite features whose squares overflow float32 give infinite distances.
+    # Finite features whose distances overflow the float32 they are stored in give infinite distances.
     with pytest.raises(EvaluationInputError, match="the distance of query 0 to gallery image 0 is"):
-        evaluate_features(qf * 1e30, gf * 1e30, *labels)
+        evaluate_features(qf.double() * 1e200, gf.double() * 1e200, *labels)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
