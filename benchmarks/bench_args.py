@@ -11,6 +11,7 @@ import yaml
 from clusteralign.cli import non_negative_int, positive_int
 from clusteralign.models import FAMILIES
 from clusteralign.models.resnet import BACKBONES
+from clusteralign.pipeline.config_files import ConfigFileError, check_config_file
 
 __all__ = ["add_model_arguments", "non_negative_int", "positive_int", "read_workflow_config"]
 
@@ -21,9 +22,10 @@ def read_workflow_config(p: argparse.ArgumentParser, path: Path, option: str = "
     if not path.is_file():
         p.error(f"{name}: no such file")
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        p.error(f"{name}: not valid YAML ({err})")
+        check_config_file(path)  # the workflow's strict reading: every key once, plain data only
+    except ConfigFileError as err:
+        p.error(f"{option} {err}".strip())
+    config = yaml.safe_load(path.read_text())
     if not isinstance(config, dict):
         p.error(f"{name}: expected a workflow config (datasets, models, experiments), got {config!r}")
     return config

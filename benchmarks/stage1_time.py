@@ -13,7 +13,8 @@ preset is such an overlay:
     python benchmarks/stage1_time.py configs/synthetic_market_size.yaml configs/synthetic_market_size_fast.yaml
 
 `--epochs N` trains N epochs instead of the configured number (the learning-rate schedule is
-shortened with it, which does not change the cost of an epoch) and also prints the projection
+left as configured, so its later milestones are not reached: that does not change the cost of
+an epoch) and also prints the projection
 to the configured number: the first epoch (with its warm-up and compiling) plus the later ones'
 mean time for each remaining epoch, plus the configured number of validation passes at the
 measured cost of one, plus the one-off rest. `--set KEY=VALUE` changes

@@ -55,7 +55,7 @@ def _within(value: float, bounds: dict[str, float]) -> bool:
             and ("exclusiveMaximum" not in bounds or value < bounds["exclusiveMaximum"]))
 
 
-class _Checked:
+class CheckedSection:
     """Checks every `bounded` field of a config dataclass when it is built."""
 
     # What its bad values raise, here and in `from_dict`: a subclass of ConfigError names the domain.
@@ -74,8 +74,8 @@ class _Checked:
                 raise self._error(f"{f.name}: must be {_range_text(bounds)}, got {value!r}")
 
 
-class _Typed(_Checked):
-    """A `_Checked` dataclass whose field types are checked also when it is built in code.
+class TypedSection(CheckedSection):
+    """A `CheckedSection` dataclass whose field types are checked also when it is built in code.
 
     For the settings that code builds as often as a config file does (a synthetic spec, a dataset
     source): each value goes through `from_dict`'s conversion, so a test or a script gets the same
@@ -104,7 +104,7 @@ PLAIN_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Checked):
+class ModelConfig(CheckedSection):
     """Which network to build; see clusteralign/models/.
 
     Each family's module docstring states its published training recipe.
@@ -174,7 +174,7 @@ class ModelConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class AugmentConfig(_Checked):
+class AugmentConfig(CheckedSection):
     """Input size and training augmentation (Luo et al.'s strong baseline)."""
 
     height: int = bounded(256, minimum=1)
@@ -192,7 +192,7 @@ class AugmentConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class OptimizerConfig(_Checked):
+class OptimizerConfig(CheckedSection):
     name: Literal["adam", "sgd"] = "adam"
     lr: float = bounded(3.5e-4, exclusiveMinimum=0)
     weight_decay: float = bounded(5e-4, minimum=0)
@@ -204,7 +204,7 @@ class OptimizerConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class ScheduleConfig(_Checked):
+class ScheduleConfig(CheckedSection):
     kind: Literal["warmup_multistep", "constant"] = "warmup_multistep"
     warmup_epochs: int = bounded(10, minimum=0)
     warmup_factor: float = bounded(0.01, minimum=0, maximum=1)
@@ -213,7 +213,7 @@ class ScheduleConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class LossConfig(_Checked):
+class LossConfig(CheckedSection):
     """Loss weights; a weight of 0 switches a term off."""
 
     ce_weight: float = bounded(1.0, minimum=0)
@@ -235,7 +235,7 @@ class LossConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class AnchorConfig(_Checked):
+class AnchorConfig(CheckedSection):
     """How the anchor dictionary (one mean feature per training identity) is kept."""
 
     update: Literal["epoch", "fixed", "momentum"] = "epoch"
@@ -244,7 +244,7 @@ class AnchorConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class FeatureConfig(_Checked):
+class FeatureConfig(CheckedSection):
     """How test features are extracted (validation, anchors and the final evaluation)."""
 
     flip: bool = True
@@ -252,7 +252,7 @@ class FeatureConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class EvalConfig(_Checked):
+class EvalConfig(CheckedSection):
     """How query features are ranked against the gallery."""
 
     metric: Literal["euclidean", "cosine"] = "euclidean"
@@ -278,7 +278,7 @@ class FinalEvalConfig(EvalConfig):
 
 
 @dataclass(frozen=True)
-class StageConfig(_Checked):
+class StageConfig(CheckedSection):
     """One training stage. Defaults are stage 1 of the paper (the strong baseline)."""
 
     epochs: int = bounded(120, minimum=1)
@@ -377,7 +377,7 @@ def null_section(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class InferenceConfig(_Checked):
+class InferenceConfig(CheckedSection):
     """How a trained stage's test features are computed: its input size, device and precision.
 
     The anchors and the evaluation's features of a stage are extracted with these settings of
@@ -411,7 +411,7 @@ RANKING_EXAMPLES = 20
 
 
 @dataclass(frozen=True)
-class ReportConfig(_Checked):
+class ReportConfig(CheckedSection):
     """The final report's title, and the ranked queries each retrieval figure shows."""
 
     title: str = "ClusterAlign ReID report"
@@ -577,7 +577,7 @@ def from_dict(cls: type, data: Any, key: str = "config", *, given: Mapping[str, 
     """Build dataclass `cls` from a mapping, naming the dotted key of any bad value.
 
     `given`: fields the caller sets (an entry's name, say), which the mapping may not. Errors are
-    of `cls`'s own ConfigError subclass when it declares one (`_Checked._error`).
+    of `cls`'s own ConfigError subclass when it declares one (`CheckedSection._error`).
     """
     error = getattr(cls, "_error", ConfigError)
     if data is None:

@@ -229,7 +229,7 @@ def test_step_roofline_counts_what_train_throughput_counts():
     ("peer_speed.py", ["--backbone", "resnet34"], "--backbone: invalid choice: 'resnet34'"),
     ("peer_speed.py", ["--train-ids", "8"], "--train-ids: a batch draws 16 identities (--num-identities), got 8"),
     ("stage1_time.py", ["absent.yaml"], "absent.yaml: no such file"),
-    ("stage1_time.py", ["README.md"], "README.md: not valid YAML"),
+    ("stage1_time.py", ["README.md"], "not valid YAML"),
     ("stage1_time.py", ["config.yaml", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
 ])
 def test_benchmarks_refuse_bad_arguments_by_name(script, args, message, monkeypatch, capsys):
@@ -248,7 +248,18 @@ def test_stage1_time_refuses_a_config_that_is_not_a_mapping(tmp_path):
     (tmp_path / "list.yaml").write_text("- datasets\n- models\n")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/stage1_time.py"), str(tmp_path / "list.yaml")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2 and "list.yaml: expected a workflow config" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "list.yaml: expected a mapping" in proc.stderr, proc.stderr
+
+
+def test_benchmarks_read_config_files_as_strictly_as_the_workflow(tmp_path, monkeypatch, capsys):
+    # A key given twice would otherwise time one setting while the file says another.
+    (tmp_path / "twice.yaml").write_text("experiments:\n  a:\n    stage1: {epochs: 2}\n    stage1: {epochs: 200}\n")
+    main = load_script(monkeypatch, "stage1_time").main
+    monkeypatch.setattr(sys, "argv", ["stage1_time.py", str(tmp_path / "twice.yaml")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "twice.yaml: experiments.a.stage1 is given twice, on lines 3 and 4" in err, err
 
 
 def test_data_sheet_prefers_the_more_specific_name(monkeypatch):

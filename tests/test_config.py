@@ -10,8 +10,8 @@ from clusteralign.config import (
     LossConfig,
     ModelConfig,
     StageConfig,
-    _Checked,
-    _Typed,
+    CheckedSection,
+    TypedSection,
     bounded,
     build_experiment,
     build_experiments,
@@ -252,7 +252,7 @@ class PlaceError(ConfigError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Place(_Typed):
+class Place(TypedSection):
     """A typed section that code builds too, with an error class of its own."""
 
     _error = PlaceError
@@ -269,7 +269,7 @@ class Place(_Typed):
 
 
 @dataclasses.dataclass(frozen=True)
-class Entry(_Checked):
+class Entry(CheckedSection):
     name: str
     place: Optional[Place] = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)

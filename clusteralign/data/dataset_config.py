@@ -9,14 +9,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import ConfigError, _Checked, from_dict, null_section
+from ..config import ConfigError, CheckedSection, from_dict, null_section
 from .obtain import DatasetSource
 from .readers import INPUT_OPTIONS, OPTION_TYPES, READERS
 from .synthetic import SyntheticSpec
 
 
 @dataclass(frozen=True)
-class DatasetConfig(_Checked):
+class DatasetConfig(CheckedSection):
     """One dataset: its reader, and either a synthetic spec to render or a source to obtain."""
 
     name: str

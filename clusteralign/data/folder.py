@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from clusteralign.config import ConfigError, _Checked, bounded
+from clusteralign.config import ConfigError, CheckedSection, bounded
 from clusteralign.data.errors import (
     DatasetRootMissingError,
     EmptySplitError,
@@ -40,7 +40,7 @@ NAME = "folder"
 
 
 @dataclass(frozen=True)
-class FolderOptions(_Checked):
+class FolderOptions(CheckedSection):
     """The ``reader_options`` of reader ``folder`` (the reader's keyword arguments, checked)."""
 
     # A regular expression searched in each file name; its group `camid` is the camera. Unset:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from clusteralign.config import _Typed, bounded
+from clusteralign.config import TypedSection, bounded
 from clusteralign.config import from_dict as build_from_dict
 from clusteralign.data.errors import SourceConfigError
 
@@ -19,7 +19,7 @@ _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}"
 
 
 @dataclass(frozen=True)
-class DatasetSource(_Typed):
+class DatasetSource(TypedSection):
     """Where a dataset comes from: exactly one of ``path``, ``archive`` or ``url``.
 
     - ``path``: a local folder used in place (nothing is copied or written);

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from clusteralign.config import ConfigError, _Typed, bounded
+from clusteralign.config import ConfigError, TypedSection, bounded
 from clusteralign.config import from_dict as build_from_dict
 
 from .palette import CLOTH_COLOURS, MUTATIONS
@@ -21,7 +21,7 @@ class SyntheticSpecError(ConfigError):
 
 
 @dataclass(frozen=True)
-class SyntheticSpec(_Typed):
+class SyntheticSpec(TypedSection):
     """Everything that determines a synthetic dataset; equal specs give identical files.
 
     Sizes: train identities get `min_images_per_id_per_camera..max_images_per_id_per_camera`
