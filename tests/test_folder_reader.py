@@ -173,5 +173,5 @@ def test_bad_reader_options_stop_the_plan_naming_the_key(options, message):
 
 def test_reader_options_defaults_are_written_out():
     written = DatasetConfig.from_mapping("d", {"reader": "folder", "source": {"path": "p"}}).to_mapping()
-    assert written["reader_options"] == {"camera_pattern": None, "num_workers": None, "queries_per_identity": 1,
-                                         "seed": 0, "train_fraction": 0.5}
+    assert written["reader_options"] == {"camera_pattern": None, "queries_per_identity": 1, "seed": 0,
+                                         "train_fraction": 0.5}

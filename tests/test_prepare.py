@@ -20,7 +20,9 @@ GENERATE = {"num_train_ids": 4, "num_test_ids": 4}
     ({"reader": "market1501", "source": {"path": "m"}, "reader_options": {"foo": 1}},
      "datasets.d.reader_options: unknown option(s) foo; reader market1501 accepts none"),
     ({"reader": "msmt17", "source": {"path": "m"}, "reader_options": {"combine_vall": False}},
-     "unknown option(s) combine_vall; reader msmt17 accepts combine_val, num_workers"),
+     "unknown option(s) combine_vall; reader msmt17 accepts combine_val"),
+    ({"reader": "msmt17", "source": {"path": "m"}, "reader_options": {"num_workers": 8}},
+     "the processes that verify images are the prepare_dataset job's threads"),
     ({"reader": "market1501", "source": {"path": "m"}, "reader_options": {"verify_images": True}},
      "verify_images and drop_bad are keys of the dataset itself"),
     ({"reader": "market1501", "source": {"path": "m"}, "reader_options": ["combine_val"]},
@@ -61,6 +63,13 @@ def test_bad_entries_name_the_key(cfg, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("reader", ["market1501", "msmt17", "folder", "cuhk03_labeled", "cuhk03_raw_detected"])
+def test_the_job_threads_verify_the_images(reader):
+    dataset = DatasetConfig.from_mapping("d", {"reader": reader, "source": {"path": "m"}, "verify_images": True})
+    assert dataset.reader_arguments(workers=3)["num_workers"] == 3
+    assert "num_workers" not in dataset.to_mapping().get("reader_options", {})  # never a reason to prepare again
+
+
 def test_a_bad_source_names_its_key():
     with pytest.raises(SourceConfigError, match=r"datasets\.d\.source: unknown key\(s\) folder"):
         DatasetConfig.from_mapping("d", {"reader": "market1501", "source": {"folder": "m"}})
@@ -70,7 +79,7 @@ def test_good_entries_are_typed_with_their_reader_arguments():
     generated = DatasetConfig.from_mapping("d", {"reader": "synthetic", "generate": GENERATE})
     assert generated.generate == SyntheticSpec(**GENERATE) and generated.source is None
     # A generated set fixes the reader's camera count.
-    assert generated.reader_arguments() == {"verify_images": False, "drop_bad": False,
+    assert generated.reader_arguments() == {"verify_images": False, "drop_bad": False, "num_workers": None,
                                             "num_cameras": generated.generate.num_cameras}
     folder = DatasetConfig.from_mapping("d", {"reader": "synthetic", "source": {"path": "s"},
                                               "reader_options": {"num_cameras": 6}})
@@ -78,7 +87,8 @@ def test_good_entries_are_typed_with_their_reader_arguments():
     cuhk = DatasetConfig.from_mapping("d", {"reader": "cuhk03_raw_labeled", "source": {"path": "c"},
                                             "verify_images": True, "drop_bad": True,
                                             "reader_options": {"protocol_dir": "p"}})
-    assert cuhk.reader_arguments() == {"protocol_dir": "p", "verify_images": True, "drop_bad": True}
+    assert cuhk.reader_arguments(2) == {"protocol_dir": "p", "verify_images": True, "drop_bad": True,
+                                        "num_workers": 2}
 
 
 @pytest.mark.parametrize("cfg, inputs", [

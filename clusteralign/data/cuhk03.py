@@ -57,6 +57,7 @@ def read_cuhk03_np(
     variant: str = "labeled",
     verify_images: bool = False,
     drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read one variant ("labeled" hand-drawn or "detected" DPM boxes) of the CUHK03-NP folder into a manifest."""
     if variant not in VARIANTS:
@@ -83,6 +84,7 @@ def read_cuhk03_np(
         num_cameras=NUM_CAMERAS,
         verify_images=verify_images,
         drop_bad=drop_bad,
+        num_workers=num_workers,
     )
 
 
@@ -415,6 +417,7 @@ def read_cuhk03_raw(
     protocol_dir: str | os.PathLike[str] | None = None,
     verify_images: bool = False,
     drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read one variant of the raw CUHK03 release in the new 767/700 protocol into a manifest.
 
@@ -429,6 +432,7 @@ def read_cuhk03_raw(
         num_cameras=NUM_CAMERAS,
         verify_images=verify_images,
         drop_bad=drop_bad,
+        num_workers=num_workers,
     )
 
 

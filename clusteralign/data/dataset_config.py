@@ -87,15 +87,18 @@ class DatasetConfig(CheckedSection):
                   if self.reader_options[name] is not None]
         return paths
 
-    def reader_arguments(self) -> dict[str, Any]:
-        """Keyword arguments of the reader: the options, the image checks and what a generated set fixes."""
+    def reader_arguments(self, workers: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of the reader: the options, the image checks, what a generated set fixes,
+        and `workers` (the job's threads) as the processes that verify images."""
         extra = {"num_cameras": self.generate.num_cameras} if self.generate is not None else {}
-        return {**self.reader_options, "verify_images": self.verify_images, "drop_bad": self.drop_bad, **extra}
+        return {**self.reader_options, "verify_images": self.verify_images, "drop_bad": self.drop_bad,
+                "num_workers": workers, **extra}
 
 
 def _given_elsewhere(generated: bool) -> set[str]:
-    # The dataset's own keys, and what a generated set supplies, are not reader options.
-    return {"verify_images", "drop_bad"} | ({"num_cameras"} if generated else set())
+    # The dataset's own keys, what a generated set supplies, and the processes that verify images
+    # (the job's threads: a setting of speed, never a reason to prepare again) are not reader options.
+    return {"verify_images", "drop_bad", "num_workers"} | ({"num_cameras"} if generated else set())
 
 
 def _reader_options(reader: str, generated: bool) -> list[inspect.Parameter]:
@@ -113,7 +116,9 @@ def _check_reader_options(reader: str, options: Mapping[str, Any], generated: bo
             f"reader_options: unknown option(s) {', '.join(unknown)}; reader {reader} accepts "
             f"{', '.join(accepted) or 'none'}"
             + ("; verify_images and drop_bad are keys of the dataset itself"
-               if _given_elsewhere(generated) & set(unknown) else "")
+               if {"verify_images", "drop_bad"} & set(unknown) else "")
+            + ("; the processes that verify images are the prepare_dataset job's threads"
+               if "num_workers" in unknown else "")
         )
     for name in sorted(INPUT_OPTIONS & set(options)):
         value = options[name]

@@ -20,7 +20,8 @@ DUKEMTMC_PATTERN = FileNamePattern(
 
 
 def read_dukemtmc(
-    root: str | os.PathLike[str], *, verify_images: bool = False, drop_bad: bool = False
+    root: str | os.PathLike[str], *, verify_images: bool = False, drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read the DukeMTMC-reID folder (bounding_box_train/, query/, bounding_box_test/) into a manifest."""
     return read_market_layout(
@@ -30,4 +31,5 @@ def read_dukemtmc(
         num_cameras=NUM_CAMERAS,
         verify_images=verify_images,
         drop_bad=drop_bad,
+        num_workers=num_workers,
     )

@@ -51,7 +51,6 @@ class FolderOptions(CheckedSection):
     # Query images drawn from each test identity; its other images form the gallery.
     queries_per_identity: int = bounded(1, minimum=1)
     seed: int = bounded(0, minimum=0)
-    num_workers: Optional[int] = bounded(None, minimum=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,7 +85,7 @@ def read_folder(
 ) -> pd.DataFrame:
     """Read ``<root>/<identity>/<image>`` folders into a manifest with a seeded train/query/gallery split."""
     options = FolderOptions(camera_pattern=camera_pattern, train_fraction=train_fraction,
-                            queries_per_identity=queries_per_identity, seed=seed, num_workers=num_workers)
+                            queries_per_identity=queries_per_identity, seed=seed)
     root_text = os.fspath(root)
     images = _scan(root_text)
     if options.camera_pattern is not None:

@@ -17,7 +17,8 @@ from clusteralign.data.msmt17 import read_msmt17
 
 
 def read_synthetic(
-    root: str | os.PathLike[str], *, num_cameras: int, verify_images: bool = False, drop_bad: bool = False
+    root: str | os.PathLike[str], *, num_cameras: int, verify_images: bool = False, drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read the embedded synthetic dataset: Market-1501 layout and names with ``num_cameras`` cameras."""
     return read_market_layout(
@@ -27,21 +28,26 @@ def read_synthetic(
         num_cameras=num_cameras,
         verify_images=verify_images,
         drop_bad=drop_bad,
+        num_workers=num_workers,
     )
 
 
 def read_cuhk03_labeled(
-    root: str | os.PathLike[str], *, verify_images: bool = False, drop_bad: bool = False
+    root: str | os.PathLike[str], *, verify_images: bool = False, drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read the hand-labelled boxes of CUHK03-NP (root holds labeled/ and detected/)."""
-    return read_cuhk03_np(root, variant="labeled", verify_images=verify_images, drop_bad=drop_bad)
+    return read_cuhk03_np(root, variant="labeled", verify_images=verify_images, drop_bad=drop_bad,
+                          num_workers=num_workers)
 
 
 def read_cuhk03_detected(
-    root: str | os.PathLike[str], *, verify_images: bool = False, drop_bad: bool = False
+    root: str | os.PathLike[str], *, verify_images: bool = False, drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read the detector boxes of CUHK03-NP (root holds labeled/ and detected/)."""
-    return read_cuhk03_np(root, variant="detected", verify_images=verify_images, drop_bad=drop_bad)
+    return read_cuhk03_np(root, variant="detected", verify_images=verify_images, drop_bad=drop_bad,
+                          num_workers=num_workers)
 
 
 def read_cuhk03_raw_labeled(
@@ -51,11 +57,12 @@ def read_cuhk03_raw_labeled(
     protocol_dir: str | os.PathLike[str] | None = None,
     verify_images: bool = False,
     drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read the hand-labelled boxes of the raw release (cuhk03_release/cuhk-03.mat + new-protocol split files)."""
     return read_cuhk03_raw(
         root, variant="labeled", images_dir=images_dir, protocol_dir=protocol_dir,
-        verify_images=verify_images, drop_bad=drop_bad,
+        verify_images=verify_images, drop_bad=drop_bad, num_workers=num_workers,
     )
 
 
@@ -66,11 +73,12 @@ def read_cuhk03_raw_detected(
     protocol_dir: str | os.PathLike[str] | None = None,
     verify_images: bool = False,
     drop_bad: bool = False,
+    num_workers: int | None = None,
 ) -> pd.DataFrame:
     """Read the detector boxes of the raw release (cuhk03_release/cuhk-03.mat + new-protocol split files)."""
     return read_cuhk03_raw(
         root, variant="detected", images_dir=images_dir, protocol_dir=protocol_dir,
-        verify_images=verify_images, drop_bad=drop_bad,
+        verify_images=verify_images, drop_bad=drop_bad, num_workers=num_workers,
     )
 
 

@@ -61,9 +61,10 @@ def dataset_root(dataset: DatasetConfig, work_dir: Path, workers: int = 1) -> Pa
 
 
 def prepare_dataset(dataset: DatasetConfig, work_dir: Path, manifest_path: Path, workers: int = 1) -> pd.DataFrame:
-    """Read `dataset` and write its manifest to `manifest_path`; `workers` processes render a synthetic set."""
+    """Read `dataset` and write its manifest to `manifest_path`; `workers` processes render a synthetic
+    set or verify the images."""
     root = dataset_root(dataset, Path(work_dir), workers)
-    manifest = read_dataset(dataset.reader, root, **dataset.reader_arguments())
+    manifest = read_dataset(dataset.reader, root, **dataset.reader_arguments(workers))
     log_summary(manifest, log, dataset.name)
     write_manifest(manifest, manifest_path)
     return manifest
