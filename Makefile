@@ -13,7 +13,7 @@ FASTREID := fastreid==1.4.0
 PEERS_EXTRA = $(BIN)/python -c "import tomllib; \
   print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['peers'])"
 
-.PHONY: run test test-fast venv peers peer-wheels clean
+.PHONY: run test test-fast venv peers peer-wheels workflow-wheels clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ $(PEERS_STAMP): $(STAMP)
 # The peers' wheels in .wheels/, for a machine without internet (benchmarks/peer_wheels.sh).
 peer-wheels: $(STAMP)
 	PYTHON=$(BIN)/python bash benchmarks/peer_wheels.sh download .wheels
+
+# Snakemake's wheels in .wheels/workflow/, for a GPU machine without it or internet
+# (benchmarks/workflow_wheels.sh, used by benchmarks/gpu_workflow.sh).
+workflow-wheels: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/workflow_wheels.sh download .wheels/workflow
 
 run: $(STAMP)
 	$(BIN)/snakemake --resources gpu=1 --cores all

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -331,3 +332,56 @@ def test_peer_speed_names_a_toolkit_that_is_not_installed(monkeypatch, tmp_path,
     assert outcome.result is None and outcome.error == "fastreid is not installed (make peers)"
     peer_speed.print_table([outcome])
     assert "fast-reid" in capsys.readouterr().out
+
+
+def _summary(path: Path, seed: int, values: dict[str, tuple[float, float, float]]) -> Path:
+    rows = [{"experiment": "e", "dataset": "d", "test_dataset": "d", "replicate": 0, "arm": arm, "seed": seed,
+             "R1": r1, "R5": 1.0, "R10": 1.0, "mAP": m, "mINP": inp, "num_valid": 10, "num_skipped": 0}
+            for arm, (r1, m, inp) in values.items()]
+    # A cross-domain row of the same run is not a replicate of the own-dataset result.
+    rows.append({**rows[0], "test_dataset": "other", "R1": 0.0})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_merge_replicates_pairs_runs_by_seed_as_the_report_does(tmp_path, monkeypatch, capsys):
+    from scipy import stats
+
+    stage1, stage2, control = [0.50, 0.40, 0.56], [0.55, 0.47, 0.60], [0.54, 0.45, 0.61]
+    paths = [_summary(tmp_path / f"rep{s}.csv", s, {"stage1": (stage1[s], 0.4, 0.2), "stage2": (stage2[s], 0.5, 0.3),
+                                                     "stage2_control": (control[s], 0.45, 0.25)})
+             for s in range(3)]
+    main = load_script(monkeypatch, "merge_replicates").main
+    monkeypatch.setattr(sys, "argv", ["merge_replicates.py", *map(str, paths)])
+    main()
+    out = capsys.readouterr().out
+    d = [b - a for a, b in zip(stage1, stage2)]
+    mean, sd = sum(d) / 3, pd.Series(d).std()
+    half = stats.t.ppf(0.975, 2) * sd / 3 ** 0.5
+    expected = f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
+    assert "e: 3 replicates (seeds 0, 1, 2)" in out, out
+    line = next(x for x in out.splitlines() if x.strip().startswith("stage2 - stage1"))
+    assert line.split("(pp)")[1].split()[:3] == expected.split(), (line, expected)
+    assert f"{100 * sum(stage1) / 3:.1f} ± {100 * pd.Series(stage1).std():.1f}" in out
+
+    monkeypatch.setattr(sys, "argv", ["merge_replicates.py", str(paths[0]), str(paths[0])])
+    with pytest.raises(SystemExit, match="seed 0 of e appears in more than one run"):
+        main()
+
+
+@pytest.mark.slow
+def test_gpu_workflow_runs_the_workflow_with_the_control_and_the_seed_asked_for(tmp_path):
+    # A dry run in a copy of the checkout: the script's own steps (overlay, command, log, archive),
+    # with the Snakemake and ranker this environment has, so nothing is installed or built.
+    work = tmp_path / "checkout"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", ".venv", ".wheels", "results", "logs", ".cache",
+                                                              ".snakemake", "build", "__pycache__"))
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", "benchmarks/gpu_workflow.sh", str(out), "tests/config/tiny.yaml", "3"], cwd=work,
+                          env={**os.environ, "PYTHON": sys.executable, "SNAKEMAKE_ARGS": "-n"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = (out / "workflow.log").read_text()
+    assert "overlay: experiments:   tiny:     control: true     stage1:       seed: 3" in log, log[:500]
+    assert re.search(r"^train\s+3$", log, re.M) and "snakemake rc 0, whole run" in log, log[-3000:]
+    assert (out / "workflow_results.tar.gz").is_file()
