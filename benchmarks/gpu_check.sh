@@ -13,6 +13,8 @@
 #   STAGE1_EPOCHS=120 STAGE1_OVERLAY=configs/synthetic_market_size_fast.yaml bash benchmarks/gpu_check.sh 560 "$OUT" \
 #     'device|ranker|stage 1'
 # (On a GPU machine without the project's venv, build the ranker first: that step does.)
+# The whole workflow, timed from empty caches, takes a call of its own (after make workflow-wheels,
+# carrying .wheels): bash benchmarks/gpu_workflow.sh "$OUT" [CONFIG [SEED]]
 # Uses the python3 on the PATH (with torch, torchvision, pandas, pyyaml, cython, pytest) and this
 # checkout on PYTHONPATH; nothing is installed. Output: OUTPUT_DIR/gpu_check.log and history.csv.
 set -u
