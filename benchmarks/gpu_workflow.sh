@@ -17,6 +17,9 @@ OUT_DIR=${1:?usage: bash benchmarks/gpu_workflow.sh OUT_DIR [CONFIG [SEED]]}
 CONFIG=${2:-configs/synthetic_market_size.yaml}
 SEED=${3:-}
 PYTHON=${PYTHON:-python3}
+# Seconds Snakemake may run (then interrupted, as Ctrl-C would): what finished still comes back,
+# with each finished job's time, inside a call's 10 minutes.
+BUDGET=${BUDGET:-540}
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/workflow.log"
 
@@ -43,10 +46,12 @@ set +e
 # SNAKEMAKE_ARGS: more options, e.g. -n, or --until train (the configfiles stay last: they take
 # every word after them).
 # shellcheck disable=SC2086
-"$PYTHON" -m snakemake --cores all --resources gpu=1 ${SNAKEMAKE_ARGS:-} --configfile "$CONFIG" "$overlay" >>"$LOG" 2>&1
+timeout -s INT -k 30 "$BUDGET" \
+  "$PYTHON" -m snakemake --cores all --resources gpu=1 ${SNAKEMAKE_ARGS:-} --configfile "$CONFIG" "$overlay" >>"$LOG" 2>&1
 rc=$?
 set -e
 wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}')
+(( rc == 124 || rc == 130 )) && echo "stopped at the budget of $BUDGET s" | tee -a "$LOG"
 echo "snakemake rc $rc, whole run ${wall} s wall-clock" | tee -a "$LOG"
 shopt -s nullglob
 for tsv in results/benchmarks/*/*.tsv; do
