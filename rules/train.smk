@@ -16,7 +16,7 @@ rule train:
     resources:
         gpu=training_gpus,
         mem_mb=16000,
-        runtime=720,
+        runtime=lambda wildcards: 720 if wildcards.stage == "stage1" else 240,
     params:
         model=model_params,
         stage=stage_params,

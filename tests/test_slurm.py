@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -259,7 +260,10 @@ def test_every_job_ran_on_slurm_with_the_profile_requests(runs, cluster):
             assert _megabytes(tres["mem"]) == per_attempt * attempt_of[record["JobID"]], record
             # GPU counts come from the rules (1; a training stage's world_size under torchrun).
             assert tres.get("gres/gpu") == ("1" if rule in GPU_RULES else None), record
-            hours, minutes = divmod(requests["runtime"], 60)
+            # An expression may depend on the job's wildcards (the train rule's on its stage).
+            stage = record["Comment"].split("_wildcards_")[-1].split("_", 2)[-1]
+            runtime = eval(str(requests["runtime"]), {"wildcards": SimpleNamespace(stage=stage)})
+            hours, minutes = divmod(runtime, 60)
             assert record["Timelimit"] == f"{hours:02d}:{minutes:02d}:00", record
 
 
