@@ -374,8 +374,9 @@ def test_gpu_workflow_runs_the_workflow_with_the_control_and_the_seed_asked_for(
     # A dry run in a copy of the checkout: the script's own steps (overlay, command, log, archive),
     # with the Snakemake and ranker this environment has, so nothing is installed or built.
     work = tmp_path / "checkout"
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", ".venv", ".wheels", "results", "logs", ".cache",
-                                                              ".snakemake", "build", "__pycache__"))
+    # Top-level folders the workflow writes, or reads from outside the code (datasets can be gigabytes).
+    skipped = {".git", ".venv", ".wheels", "results", "logs", ".cache", ".snakemake", "build", "data", "resources"}
+    shutil.copytree(ROOT, work, ignore=lambda folder, names: skipped & set(names) if Path(folder) == ROOT else set())
     out = tmp_path / "out"
     proc = subprocess.run(["bash", "benchmarks/gpu_workflow.sh", str(out), "tests/config/tiny.yaml", "3"], cwd=work,
                           env={**os.environ, "PYTHON": sys.executable, "SNAKEMAKE_ARGS": "-n"},
