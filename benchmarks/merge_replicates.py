@@ -29,7 +29,9 @@ def merged(paths: list[Path]) -> pd.DataFrame:
     for path in paths:
         try:
             frame = pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        except OSError as err:
+            raise SystemExit(f"{path}: cannot be read ({err.strerror or err})") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise SystemExit(f"{path}: not a summary.csv ({err})") from None
         missing = {"experiment", "dataset", "test_dataset", "arm", "seed", *PER_QUERY_METRICS} - set(frame.columns)
         if missing:

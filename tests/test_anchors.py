@@ -47,8 +47,8 @@ def test_a_margin_needs_the_ranking_anchor_loss():
 
 
 def test_a_multi_branch_model_has_one_anchor_term_per_branch():
-    # DESIGN: the anchor loss applies per branch feature (MGN), summed like the branches'
-    # cross-entropy terms. Branch 1 is 2-d, branch 2 1-d; the anchors are concatenated means.
+    # One anchor term per branch feature, summed like the branches' cross-entropy terms
+    # (docs/reference-recipe.md). Branch 1 is 2-d, branch 2 1-d; the anchors are concatenated means.
     objective = Objective(LossConfig(ce_weight=0, triplet_weight=0, anchor_weight=1.0), num_classes=2, branch_feature_dim=3)
     out = ReIDOutput(features=[], embeddings=[torch.tensor([[1.0, 0.0], [2.0, 2.0]]), torch.tensor([[3.0], [4.0]])],
                      logits=[torch.zeros(2, 2)])

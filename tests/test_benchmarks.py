@@ -367,6 +367,9 @@ def test_merge_replicates_pairs_runs_by_seed_as_the_report_does(tmp_path, monkey
     monkeypatch.setattr(sys, "argv", ["merge_replicates.py", str(paths[0]), str(paths[0])])
     with pytest.raises(SystemExit, match="seed 0 of e appears in more than one run"):
         main()
+    monkeypatch.setattr(sys, "argv", ["merge_replicates.py", str(tmp_path / "absent.csv")])
+    with pytest.raises(SystemExit, match="absent.csv: cannot be read"):
+        main()
 
 
 @pytest.mark.slow

@@ -12,10 +12,8 @@ def lr_factor(epoch: int, cfg: ScheduleConfig) -> float:
     """Multiplier of the base lr during `epoch` (0-based).
 
     The first epoch trains at `warmup_factor` (0.01) and the drops start with the epochs
-    numbered `milestones` from 0 (the 41st and 71st), as DESIGN states the recipe. Luo et
-    al.'s code steps its scheduler at the start of every epoch, so there the first epoch
-    already trains at 0.109 and each change comes one epoch sooner; over 120 epochs the two
-    differ in a single epoch at each step of the schedule.
+    numbered `milestones` from 0 (the 41st and 71st). Luo et al.'s code steps one epoch sooner;
+    docs/reference-recipe.md says how the two differ.
     """
     if cfg.kind == "constant":
         return 1.0
