@@ -657,6 +657,16 @@ def test_download_of_a_complete_part_file(tmp_path: Path, http_server: _Server) 
     assert http_server.requests == ["bytes=10-"]
 
 
+@pytest.mark.parametrize("progress", [True, False, None])
+def test_download_shows_a_byte_counter_only_when_asked_or_on_a_terminal(
+        tmp_path: Path, http_server: _Server, capsys, progress) -> None:
+    http_server.files["/x.bin"] = bytes(5000)
+    obtain.download_file(url_of(http_server, "/x.bin"), tmp_path / "x.bin", progress=progress)
+    err = capsys.readouterr().err
+    # None follows stderr, which is not a terminal under pytest.
+    assert ("x.bin.part" in err and "4.88k/4.88k" in err) is bool(progress)
+
+
 def test_download_checksum_mismatch_removes_the_partial_file(tmp_path: Path, http_server: _Server) -> None:
     http_server.files["/m.zip"] = b"tampered content"
     actual = hashlib.sha256(b"tampered content").hexdigest()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from ..config import FeatureConfig, StageConfig
 from ..io import UnreadableFileError
@@ -93,18 +93,15 @@ class FeatureExtractor:
         items = _as_list(images)
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         feats = []
-        bar = _bar(len(items)) if progress and len(batches) > 1 else None
-        try:
+        # disable=None: a bar on a terminal only, never in a log file.
+        with tqdm(total=len(items), unit="img", desc="features", leave=False,
+                  disable=None if progress and len(batches) > 1 else True) as bar:
             for batch in batches:
                 pixels = to_pixels(batch, (self.inputs.cache_height, self.inputs.cache_width), self.num_workers)
                 out, _ = extract_features(self.model, pixels, self._spec, device=self.device,
                                           batch_size=len(batch), flip=self.inputs.flip, channels_last=True)
                 feats.append(out.float().cpu())
-                if bar is not None:
-                    bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(batch))
         return torch.cat(feats) if feats else torch.empty(0, self.feature_dim)
 
 
@@ -115,12 +112,3 @@ def _as_list(images: Any) -> Sequence[Any]:
     if isinstance(images, np.ndarray):
         return [images] if images.ndim in (2, 3) else list(images)
     return list(images)
-
-
-def _bar(total: int) -> Any:
-    """A tqdm bar over images on a terminal; none where stderr is a log file."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="features", leave=False)

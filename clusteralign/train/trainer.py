@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..config import EvalConfig, FeatureConfig, InferenceConfig, ModelConfig, StageConfig
 from ..data.manifest import train_label_pids
@@ -315,25 +315,6 @@ def _epoch(run: _Run, state: TrainingState, epoch: int) -> dict[str, float]:
     return row
 
 
-class _Progress:
-    """A tqdm bar on a terminal; plain log lines otherwise (e.g. under Snakemake)."""
-
-    def __init__(self, total: int, desc: str):
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, leave=False)
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _train_one_epoch(run: _Run, state: TrainingState, epoch: int) -> dict[str, float]:
     """One pass over the epoch's batches; the mean loss terms, accuracy and throughput."""
     stage, ctx, device = run.spec.stage, run.ctx, run.device
@@ -342,7 +323,9 @@ def _train_one_epoch(run: _Run, state: TrainingState, epoch: int) -> dict[str, f
     batches = torch.tensor(list(run.sampler), dtype=torch.long, device=device)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=device)
-    progress = _Progress(len(batches) if ctx.is_main else 0, f"{run.spec.name} epoch {epoch + 1}/{stage.epochs}")
+    # disable=None: a bar on a terminal only, never in a log file (e.g. under Snakemake).
+    progress = tqdm(total=len(batches), desc=f"{run.spec.name} epoch {epoch + 1}/{stage.epochs}", leave=False,
+                    disable=None if ctx.is_main else True)
     t0 = time.perf_counter()
     chunk = stage.augment_chunk or default_chunk(device)
     for x, y in augmented_batches(run.train.images, run.train.labels, batches, train_augment(stage.augment),

@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from clusteralign.data.errors import DownloadError
 
 from .checksum import CHUNK, verify_file
@@ -117,26 +119,21 @@ def _fetch(url: str, part: Path, offset: int, show: bool, timeout: float) -> Non
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         received = offset
-        bar = _progress_bar(total, offset, part.name, show)
-        try:
-            with open(part, mode) as out:
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except (OSError, http.client.HTTPException) as err:
-                        raise DownloadError(
-                            f"downloading {url} stopped after {received} bytes ({err}). The partial file "
-                            f"{str(part)!r} is kept; run again to resume."
-                        ) from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    received += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
+        with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                           unit_divisor=1024, desc=part.name, disable=not show) as bar:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as err:
+                    raise DownloadError(
+                        f"downloading {url} stopped after {received} bytes ({err}). The partial file "
+                        f"{str(part)!r} is kept; run again to resume."
+                    ) from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
     if total is not None and received != total:
         raise DownloadError(
             f"downloading {url} stopped after {received} of {total} bytes. The partial file {str(part)!r} is "
@@ -154,12 +151,3 @@ def _content_range_total(header: str | None) -> int | None:
     """Total size in a ``Content-Range: bytes */n`` (or ``a-b/n``) header."""
     match = re.fullmatch(r"\s*bytes\s+(?:\*|\d+-\d+)/(\d+)\s*", header or "")
     return int(match.group(1)) if match else None
-
-
-def _progress_bar(total: int | None, initial: int, name: str, show: bool):
-    """A tqdm byte counter, or None when not shown."""
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
