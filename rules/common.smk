@@ -144,6 +144,19 @@ def report_inputs(wildcards):
     return files
 
 
+# A job's threads are a maximum, scaled down to --cores. A job that may use a GPU spends them
+# decoding its images (one process per thread) and feeding the device, on the critical path of
+# a GPU run, where every such job waits for the one before it: 8 cut that decoding fourfold. A
+# job kept on the CPU computes with its threads, and its digits depend on their number: 2, as
+# in the README's figures (a stage's `num_threads` pins the count regardless).
+GPU_JOB_THREADS = 8
+CPU_JOB_THREADS = 2
+
+
+def job_threads(gpus):
+    return lambda wildcards: GPU_JOB_THREADS if gpus(wildcards) else CPU_JOB_THREADS
+
+
 def training_gpus(wildcards):
     # One GPU per data-parallel process (a training stage's `world_size`); none for a stage
     # whose `device: cpu` keeps it off the GPU, so it never holds one idle.

@@ -9,7 +9,9 @@ rule prepare_dataset:
         "results/benchmarks/prepare_dataset/{dataset}.tsv"
     conda:
         "../envs/clusteralign.yaml"
-    threads: 2
+    # Every other job waits for this one, and its files do not depend on how many processes
+    # render or verify the images: as many as there are, up to 16 (scaled down to --cores).
+    threads: 16
     resources:
         mem_mb=4000,
         runtime=120,

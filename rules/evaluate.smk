@@ -12,7 +12,7 @@ rule extract_features:
         "results/benchmarks/extract_features/{experiment}_rep{replicate}_{stage}_{testset}.tsv"
     conda:
         "../envs/clusteralign.yaml"
-    threads: 2
+    threads: job_threads(inference_gpu())
     resources:
         gpu=inference_gpu(),
         mem_mb=8000,

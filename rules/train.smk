@@ -12,7 +12,7 @@ rule train:
         "results/benchmarks/train/{experiment}_rep{replicate}_{stage}.tsv"
     conda:
         "../envs/clusteralign.yaml"
-    threads: 2
+    threads: job_threads(training_gpus)
     resources:
         gpu=training_gpus,
         mem_mb=16000,
@@ -41,7 +41,7 @@ rule anchors:
         "results/benchmarks/anchors/{experiment}_rep{replicate}_{stage}.tsv"
     conda:
         "../envs/clusteralign.yaml"
-    threads: 2
+    threads: job_threads(inference_gpu("stage2"))
     resources:
         gpu=inference_gpu("stage2"),
         mem_mb=8000,

@@ -71,15 +71,21 @@ def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
     assert planned_jobs(tmp_path)["train"] == 3
 
 
+def planned_requests(workdir: Path) -> dict[str, set[tuple[int, int]]]:
+    """Rule -> the (gpu, threads) requests of its planned jobs (absent: 0 GPUs, 1 thread)."""
+    # Snakemake caps a job's requests at the global limits: allow more than any job asks for.
+    out = snakemake(workdir, "-n", "--resources", "gpu=8", "--cores", "32").stdout
+    requests: dict[str, set[tuple[int, int]]] = {}
+    for rule, body in re.findall(r"^rule (\w+):\n((?:.+\n)*?\s+resources: .*)$", out, re.M):
+        gpu = re.search(r"\bgpu=(\d+)", body.splitlines()[-1])
+        threads = re.search(r"^\s+threads: (\d+)$", body, re.M)
+        requests.setdefault(rule, set()).add((int(gpu.group(1)) if gpu else 0, int(threads.group(1)) if threads else 1))
+    return requests
+
+
 def planned_gpus(workdir: Path) -> dict[str, set[int]]:
     """Rule -> the `gpu` resource values of its planned jobs (absent: 0)."""
-    # Snakemake caps a job's request at the global limit: allow more than any job asks for.
-    out = snakemake(workdir, "-n", "--resources", "gpu=8").stdout
-    gpus: dict[str, set[int]] = {}
-    for rule, resources in re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", out, re.M):
-        match = re.search(r"\bgpu=(\d+)", resources)
-        gpus.setdefault(rule, set()).add(int(match.group(1)) if match else 0)
-    return gpus
+    return {rule: {gpu for gpu, _ in jobs} for rule, jobs in planned_requests(workdir).items()}
 
 
 def test_gpu_requests_follow_each_stages_device(tmp_path):
@@ -96,6 +102,22 @@ def test_gpu_requests_follow_each_stages_device(tmp_path):
     config["experiments"]["tiny"]["eval"] = {"device": "cuda"}  # the final evaluation on the GPU
     write_config(tmp_path, config)
     assert planned_gpus(tmp_path)["evaluate"] == {1}
+
+
+def test_thread_requests_follow_what_each_job_spends_them_on(tmp_path):
+    config = copy.deepcopy(TINY)  # every stage on the CPU: the README's two threads per job
+    write_config(tmp_path, config)
+    threads = {rule: {t for _, t in jobs} for rule, jobs in planned_requests(tmp_path).items()}
+    assert threads["train"] == threads["anchors"] == threads["extract_features"] == {2}
+    config["experiments"]["tiny"]["stage1"]["device"] = "auto"
+    write_config(tmp_path, config)
+    requests = planned_requests(tmp_path)
+    for rule in ("train", "anchors", "extract_features"):
+        assert requests[rule] == {(1, 8)}, rule
+    # Ranking on the CPU keeps its two threads, so evaluations run beside the GPU jobs.
+    assert requests["evaluate"] == {(0, 2)}
+    # The job every other one waits for renders with what there is.
+    assert requests["prepare_dataset"] == {(0, 16)}
 
 
 @pytest.mark.parametrize(
