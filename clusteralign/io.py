@@ -47,6 +47,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def write_failure(path: str | os.PathLike, err: OSError) -> str:
+    """Why `path` could not be written, in words about `path` rather than a temporary file's."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if folder.exists():
+            # mkdir says "File exists" for a folder path blocked by a file.
+            return f"{folder} is not a folder" if not folder.is_dir() else (err.strerror or str(err))
+    return err.strerror or str(err)
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files `atomic_path` left beside `path` in a process that was killed.
 

@@ -117,10 +117,19 @@ def test_window_max_pool_is_adaptive_max_pool(size, shape):
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx", "--model", "{tmp}/nothing.pt"], "{tmp}/nothing.pt does not exist"),
     (["--format", "onnx", "--model", "{tmp}/text.pt"], "{tmp}/text.pt: not a readable torch file"),
+    (["--format", "onnx", "--out", "{tmp}/taken.onnx"], "--out {tmp}/taken.onnx: is a folder; expected a file path"),
+    # Under a file, so that no one (root included) can write there; the message names --out, not
+    # the temporary file beside it.
+    (["--format", "torchscript", "--out", "{tmp}/a_file/m.pt"],
+     "{tmp}/a_file/m.pt: cannot be written ({tmp}/a_file is not a folder)"),
 ])
-def test_export_errors_name_the_file(args, message, tmp_path, capsys):
+def test_export_errors_name_the_file(args, message, tmp_path, capsys, model_path):
     (tmp_path / "text.pt").write_text("weights")
-    assert main(["export", *(a.format(tmp=tmp_path) for a in args), "--out", str(tmp_path / "m.onnx")]) == 1
+    (tmp_path / "taken.onnx").mkdir()
+    (tmp_path / "a_file").write_text("")
+    defaults = ["--model", str(model_path), "--out", str(tmp_path / "m.onnx")]
+    assert main(["export", *defaults, *(a.format(tmp=tmp_path) for a in args)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("clusteralign export: error: ") and message.format(tmp=tmp_path) in err
-    assert not (tmp_path / "m.onnx").exists()
+    assert err.startswith("clusteralign export: error: ") and len(err.strip().splitlines()) == 1
+    assert message.format(tmp=tmp_path) in err
+    assert not (tmp_path / "m.onnx").exists() and not list(tmp_path.glob(".*.tmp"))

@@ -167,15 +167,21 @@ def test_extract_finds_images_in_sub_folders(tiny_dataset, model_path, tmp_path)
     ("broken", "cannot read image {tmp}/broken/b.jpg: not a recognised image format"),
     ("not_a_model", "{tmp}/model.pt: not a readable torch file"),
     ("suffix", "--out {tmp}/out.csv: unknown feature file format '.csv'; expected one of .npy, .pt, .parquet"),
+    ("folder", "--out {tmp}/taken.npy: is a folder; expected a file path"),
+    # Under a file: no folder can be made there, whoever runs the test (root included).
+    ("unwritable", "--out {tmp}/a_file/out.npy: cannot be written ({tmp}/a_file is not a folder)"),
 ])
 def test_extract_errors_are_one_line_naming_the_file(case, message, image_folder, model_path, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     write_garbage(tmp_path / "broken" / "b.jpg")
     (tmp_path / "model.pt").write_text("not a model")
+    (tmp_path / "taken.npy").mkdir()
+    (tmp_path / "a_file").write_text("")
     args = {"--model": model_path, "--images": image_folder, "--out": tmp_path / "out.npy"}
     args.update({"empty": {"--images": tmp_path / "empty"}, "missing": {"--images": tmp_path / "missing"},
                  "broken": {"--images": tmp_path / "broken"}, "not_a_model": {"--model": tmp_path / "model.pt"},
-                 "suffix": {"--out": tmp_path / "out.csv"}}[case])
+                 "suffix": {"--out": tmp_path / "out.csv"}, "folder": {"--out": tmp_path / "taken.npy"},
+                 "unwritable": {"--out": tmp_path / "a_file/out.npy"}}[case])
     assert main(["extract", *(str(v) for kv in args.items() for v in kv)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("clusteralign extract: error: ") and len(err.strip().splitlines()) == 1
@@ -225,3 +231,8 @@ def test_search_refuses_a_file_as_its_folder(image_folder, model_path, tmp_path,
     assert main(["search", "--model", str(model_path), "--query", str(image_folder), "--gallery",
                  str(image_folder), "--out", str(tmp_path / "taken")]) == 1
     assert re.search(r"--out .*taken: is a file; expected a folder", capsys.readouterr().err)
+    assert main(["search", "--model", str(model_path), "--query", str(image_folder), "--gallery",
+                 str(image_folder), "--out", str(tmp_path / "taken/out")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"clusteralign search: error: --out {tmp_path}/taken/out: cannot be written "
+                   f"({tmp_path}/taken is not a folder)\n")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..data.errors import DatasetError
 from ..argtypes import non_negative_int, positive_int
-from ..io import UnreadableFileError
+from ..io import UnreadableFileError, write_failure
 
 # What a command reports as one line instead of a traceback: bad input, named.
 USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, UnreadableFileError, FileNotFoundError)
@@ -62,9 +64,29 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return {"extract": _extract, "search": _search, "export": _export}[args.command](args)
-    except (*USER_ERRORS, ExportError, FeatureFileError) as err:
+    except (*USER_ERRORS, OutputError, ExportError, FeatureFileError) as err:
         print(f"clusteralign {args.command}: error: {err}", file=sys.stderr)
         return 1
+
+
+class OutputError(OSError):
+    """--out cannot be written: named, with the system's reason, instead of a temporary file's path."""
+
+
+def _check_out_file(out: Path) -> None:
+    # Before minutes of work, not after.
+    if out.is_dir():
+        raise OutputError(f"--out {out}: is a folder; expected a file path")
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot be written ({write_failure(out, err)})") from None
 
 
 def _extractor(args: argparse.Namespace):
@@ -83,23 +105,25 @@ def _extract(args: argparse.Namespace) -> int:
     from .outputs import check_suffix, write_features
 
     check_suffix(args.out)  # before minutes of extraction
+    _check_out_file(args.out)
     paths = find_images(args.images, "--images")
     extractor = _extractor(args)
     features = extractor(paths, progress=True)
     meta = {"model": str(args.model), "input": extractor.inputs.to_meta()}
-    written = write_features(args.out, features.numpy(), _names(paths, args.images), meta)
+    with _writing(args.out):
+        written = write_features(args.out, features.numpy(), _names(paths, args.images), meta)
     print(f"{len(paths)} features of dimension {features.shape[1]} from {args.images}: "
           + ", ".join(map(str, written)))
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .images import ImageInputError, find_images
+    from .images import find_images
     from .search import rank_gallery, same_files, write_matches_csv
     from .search_page import write_search_page
 
     if args.out.exists() and not args.out.is_dir():
-        raise ImageInputError(f"--out {args.out}: is a file; expected a folder (made if absent)")
+        raise OutputError(f"--out {args.out}: is a file; expected a folder (made if absent)")
     queries, gallery = find_images(args.query, "--query"), find_images(args.gallery, "--gallery")
     extractor = _extractor(args)
     qf, gf = extractor(queries, progress=True).numpy(), extractor(gallery, progress=True).numpy()
@@ -107,9 +131,11 @@ def _search(args: argparse.Namespace) -> int:
     matches = rank_gallery(qf, gf, args.top, same_file=same_files(q_text, g_text))
     q_names, g_names = _names(queries, args.query), _names(gallery, args.gallery)
     csv_path, html_path = args.out / "matches.csv", args.out / "matches.html"
-    write_matches_csv(csv_path, matches, q_names, g_names)
-    shown = write_search_page(html_path, matches, q_text, q_names, g_text, g_names,
-                              f"{args.model}: top {matches.top} of {len(gallery)} gallery images", args.html_queries)
+    with _writing(args.out):
+        write_matches_csv(csv_path, matches, q_names, g_names)
+        shown = write_search_page(html_path, matches, q_text, q_names, g_text, g_names,
+                                  f"{args.model}: top {matches.top} of {len(gallery)} gallery images",
+                                  args.html_queries)
     print(f"{len(queries)} queries against {len(gallery)} gallery images, top {matches.top}: {csv_path}, "
           f"{html_path} ({shown} queries shown)")
     return 0
@@ -118,6 +144,7 @@ def _search(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export_model
 
+    _check_out_file(args.out)
     inputs = export_model(args.model, args.format, args.out, input_size=args.input_size, flip=args.flip)
     print(f"{args.format} graph of {args.model} ({inputs.height} x {inputs.width} normalised float32 images, "
           f"flip {'on' if inputs.flip else 'off'}): {args.out}")

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..io import atomic_path
+from ..io import atomic_path, write_failure
 from ..models.file import InputSettings, ModelFile
 
 Format = Literal["onnx", "torchscript"]
@@ -117,10 +117,14 @@ def export_model(model_path: str | os.PathLike[str], fmt: Format, out: str | os.
     example = torch.zeros(EXAMPLE_BATCH, 3, inputs.height, inputs.width)
     with torch.no_grad():
         feature_dim = int(graph(example).shape[1])
-    if fmt == "onnx":
-        _export_onnx(graph, example, Path(out), graph_metadata(model_path, model_file, inputs, feature_dim))
-    else:
-        _export_torchscript(graph, example, Path(out))
+    try:
+        if fmt == "onnx":
+            _export_onnx(graph, example, Path(out), graph_metadata(model_path, model_file, inputs, feature_dim))
+        else:
+            _export_torchscript(graph, example, Path(out))
+    except OSError as err:
+        # Else the message names the temporary file beside `out`.
+        raise ExportError(f"{out}: cannot be written ({write_failure(out, err)})") from None
     return inputs
 
 
