@@ -109,6 +109,11 @@ def test_bad_inputs_are_named(tiny_dataset, tmp_path, model_path):
         FeatureExtractor(tmp_path / "features.pt")
     with pytest.raises(FileNotFoundError, match="nothing.pt does not exist"):
         FeatureExtractor(tmp_path / "nothing.pt")
+    with pytest.raises(ValueError, match="device 'tpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        FeatureExtractor(model_path, "tpu")
+    for size in [(0, 5), (64,), (64.0, 32), "64x32"]:
+        with pytest.raises(ValueError, match=r"input_size .*: expected \(H, W\), two positive integers"):
+            FeatureExtractor(model_path, input_size=size)
 
 
 def test_the_package_exports_the_extractor_without_importing_torch_first():

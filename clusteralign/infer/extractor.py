@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -67,8 +69,15 @@ class FeatureExtractor:
     def __init__(self, model_path: str | os.PathLike[str], device: str = "auto", *, batch_size: int = 64,
                  input_size: tuple[int, int] | None = None, flip: bool | None = None,
                  num_workers: int | None = None):
+        # Before the model file is read: a wrong argument is the caller's, not the file's.
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(device))):
+            raise ValueError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if input_size is not None and not (len(input_size) == 2 and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in input_size)):
+            raise ValueError(f"input_size {input_size!r}: expected (H, W), two positive integers")
+        input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.model_path = Path(model_path)
         self.model_file = ModelFile.load(self.model_path)
         self.inputs = model_inputs(self.model_file, self.model_path, input_size, flip)
