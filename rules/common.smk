@@ -145,10 +145,10 @@ def report_inputs(wildcards):
 
 
 # A job's threads are a maximum, scaled down to --cores. A job that may use a GPU spends them
-# decoding its images (one process per thread) and feeding the device, on the critical path of
-# a GPU run, where every such job waits for the one before it: 8 cut that decoding fourfold. A
-# job kept on the CPU computes with its threads, and its digits depend on their number: 2, as
-# in the README's figures (a stage's `num_threads` pins the count regardless).
+# decoding its images, one process per thread (each about 1,000 small JPEGs a second), and
+# feeding the device; on a GPU run each such job waits for the one before it, so its decoding
+# adds to the whole run's time. A job kept on the CPU computes with its threads, and its digits
+# depend on their number: 2, as in the README's figures (a stage's `num_threads` pins it).
 GPU_JOB_THREADS = 8
 CPU_JOB_THREADS = 2
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-class OutputError(OSError):
+class OutputError(Exception):
     """--out cannot be written: named, with the system's reason, instead of a temporary file's path."""
 
 
@@ -83,8 +83,6 @@ def _check_out_file(out: Path) -> None:
 def _writing(out: Path) -> Iterator[None]:
     try:
         yield
-    except OutputError:
-        raise
     except OSError as err:
         raise OutputError(f"--out {out}: cannot be written ({write_failure(out, err)})") from None
 
