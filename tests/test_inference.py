@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import clusteralign
 from clusteralign.cli import main
 from clusteralign.config import InferenceConfig
 from clusteralign.eval.distance import compute_distance_matrix
+from clusteralign.infer.commands import OutputError, _writing
 from clusteralign.infer.extractor import FeatureExtractor
 from clusteralign.infer.images import ImageInputError
 from clusteralign.infer.outputs import file_list_path, read_features
@@ -241,3 +244,15 @@ def test_search_refuses_a_file_as_its_folder(image_folder, model_path, tmp_path,
     err = capsys.readouterr().err
     assert err == (f"clusteralign search: error: --out {tmp_path}/taken/out: cannot be written "
                    f"({tmp_path}/taken is not a folder)\n")
+
+
+def test_only_errors_of_the_output_folder_are_blamed_on_out(tmp_path):
+    # The search page reads every shown image while it is written: an image that vanished
+    # meanwhile keeps its own message, not "--out cannot be written".
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="gallery/a.jpg"):
+        with _writing(out, into=out):
+            open(tmp_path / "gallery/a.jpg")
+    with pytest.raises(OutputError, match=r"--out .*out: cannot be written \(No space left on device\)"):
+        with _writing(out, into=out):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / ".matches.csv.x.tmp"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,10 +81,14 @@ def _check_out_file(out: Path) -> None:
 
 
 @contextmanager
-def _writing(out: Path) -> Iterator[None]:
+def _writing(out: Path, into: Path) -> Iterator[None]:
+    """An OSError of a write under `into` names --out; one about another file (an image the search
+    page reads) passes unchanged."""
     try:
         yield
     except OSError as err:
+        if err.filename is not None and not Path(os.path.abspath(err.filename)).is_relative_to(os.path.abspath(into)):
+            raise
         raise OutputError(f"--out {out}: cannot be written ({write_failure(out, err)})") from None
 
 
@@ -108,7 +113,7 @@ def _extract(args: argparse.Namespace) -> int:
     extractor = _extractor(args)
     features = extractor(paths, progress=True)
     meta = {"model": str(args.model), "input": extractor.inputs.to_meta()}
-    with _writing(args.out):
+    with _writing(args.out, into=args.out.parent):
         written = write_features(args.out, features.numpy(), _names(paths, args.images), meta)
     print(f"{len(paths)} features of dimension {features.shape[1]} from {args.images}: "
           + ", ".join(map(str, written)))
@@ -129,7 +134,7 @@ def _search(args: argparse.Namespace) -> int:
     matches = rank_gallery(qf, gf, args.top, same_file=same_files(q_text, g_text))
     q_names, g_names = _names(queries, args.query), _names(gallery, args.gallery)
     csv_path, html_path = args.out / "matches.csv", args.out / "matches.html"
-    with _writing(args.out):
+    with _writing(args.out, into=args.out):
         write_matches_csv(csv_path, matches, q_names, g_names)
         shown = write_search_page(html_path, matches, q_text, q_names, g_text, g_names,
                                   f"{args.model}: top {matches.top} of {len(gallery)} gallery images",
